@@ -1,0 +1,79 @@
+"""Builds a ready ``Pipeline`` from settings: the wiring shared by ``replay`` and ``run``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from detectors.base import DetectionContext, Detector
+from detectors.ewma import EwmaRate
+from detectors.rate_limit import StaticRateLimit
+from pipeline.config import Settings
+from pipeline.identity import TokenHasher, load_or_create_secret, parse_secret
+from pipeline.parsers import LineParser
+from pipeline.policy import Policy, PolicyConfig, default_policy, load_policy
+from pipeline.runner import Pipeline
+from pipeline.sinks.actions import ActionSink
+from pipeline.sinks.clickhouse import AuditStore
+from pipeline.state import SubjectIndex
+from pipeline.windows import TumblingWindows
+
+logger = logging.getLogger(__name__)
+
+
+def load_hasher(settings: Settings) -> TokenHasher:
+    """Return the token hasher keyed by the configured secret, or the one kept in the data directory."""
+    if settings.hash_secret is not None:
+        return TokenHasher(parse_secret(settings.hash_secret.get_secret_value(), origin="TOKENSENTRY_HASH_SECRET"))
+    return TokenHasher(load_or_create_secret(settings.data_dir))
+
+
+def load_policy_config(settings: Settings) -> PolicyConfig:
+    """Return the policy file's configuration, or the built-in default policy."""
+    if settings.policy_file is None:
+        return default_policy()
+    return load_policy(Path(settings.policy_file))
+
+
+def build_detectors() -> list[Detector]:
+    """Return the detector set, in the order detections are reported."""
+    return [StaticRateLimit(), EwmaRate()]
+
+
+def open_store(settings: Settings) -> AuditStore:
+    """Open the audit store and apply pending migrations."""
+    store = AuditStore.open(settings.store_dsn())
+    store.migrate()
+    return store
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    store: AuditStore,
+    log_format: str | None = None,
+    mapping: dict[str, str] | None = None,
+    action_sinks: Sequence[ActionSink] = (),
+    dead_letter_sinks: Sequence = (),
+) -> Pipeline:
+    """Wire every stage from ``settings``; the caller owns ``store`` and the sinks."""
+    policy_config = load_policy_config(settings)
+    context = DetectionContext(
+        window_s=settings.window_s,
+        default_limit_rps=policy_config.default_limit_rps,
+        client_limit_rps=policy_config.client_limit_rps,
+        plan_limits_rps=dict(policy_config.plan_limits_rps),
+    )
+    return Pipeline(
+        parser=LineParser(format=log_format, mapping=mapping),
+        hasher=load_hasher(settings),
+        windows=TumblingWindows(settings.window_s, settings.allowed_lateness_s),
+        index=SubjectIndex(idle_ttl_s=settings.idle_ttl_s),
+        detectors=build_detectors(),
+        context=context,
+        policy=Policy(policy_config),
+        store=store,
+        action_sinks=action_sinks,
+        dead_letter_sinks=dead_letter_sinks,
+    )

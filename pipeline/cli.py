@@ -1,0 +1,70 @@
+"""The ``tokensentry`` command.
+
+Each subcommand lives in ``pipeline.commands.<name>`` and exposes
+``register(subparsers)``; adding a command is one module plus one line in
+``COMMAND_MODULES``. Errors derived from ``TokenSentryError`` end the
+program with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline import __version__
+from pipeline.errors import TokenSentryError
+
+logger = logging.getLogger(__name__)
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipeline.commands.replay",
+    "pipeline.commands.query",
+    "pipeline.commands.token_id",
+)
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tokensentry",
+        description="Profile API tokens from gateway access logs and act on token abuse.",
+    )
+    parser.add_argument("--version", action="version", version=f"tokensentry {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: WARNING)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except TokenSentryError as exc:
+        print(f"tokensentry {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"tokensentry {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""``tokensentry token-id``: print the token id of a raw credential, for analysts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.assemble import load_hasher
+from pipeline.commands.common import add_settings_arguments, settings_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "token-id",
+        help="print the token id of a raw credential",
+        description="Print the keyed-hash token id (tk_...) that the pipeline stores for a raw credential. "
+        "Pass - to read the credential from stdin, which keeps it out of the shell history.",
+    )
+    parser.add_argument("credential", metavar="RAW", help="raw API key or Authorization value, or - for stdin")
+    add_settings_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    raw = sys.stdin.readline().strip() if args.credential == "-" else args.credential
+    print(load_hasher(settings).token_id(raw))
+    return 0

@@ -1,0 +1,24 @@
+"""What every source yields: a batch of raw lines with their positions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class LineBatch:
+    """Raw records from one source partition, in source order.
+
+    ``positions[i]`` is the 1-based line number of ``lines[i]`` in a file, or
+    its offset in a Kafka partition; ``partition`` is -1 for files.
+    ``size_bytes`` counts the bytes read, line endings included.
+    """
+
+    source: str
+    partition: int
+    lines: list[bytes]
+    positions: list[int]
+    size_bytes: int
+
+    def __len__(self) -> int:
+        return len(self.lines)
