@@ -129,6 +129,13 @@ class Policy:
         self.config = config
         self._last_action: dict[str, tuple[float, int]] = {}
 
+    def state(self) -> dict[str, tuple[float, int]]:
+        """Return the cooldown state (subject -> last action time and strength) for checkpoints."""
+        return dict(self._last_action)
+
+    def restore_state(self, state: dict[str, tuple[float, int]]) -> None:
+        self._last_action = dict(state)
+
     def decide(self, detections: list[Detection]) -> list[Action]:
         """Return the actions for a batch of detections, at most one per subject."""
         best: dict[str, tuple[RuleConfig, list[Detection]]] = {}

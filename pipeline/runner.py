@@ -21,6 +21,7 @@ which gives effectively-once results on top of at-least-once delivery.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from schemas.deadletters import DeadLetter
 from schemas.detections import Detection
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -131,6 +134,34 @@ class Pipeline:
         self._write(events, result)
         self._count(batch, result)
         return result
+
+    def checkpoint(self) -> bytes:
+        """Serialize the learned state: open windows, subject slots, detector arrays, cooldowns.
+
+        The blob is a pickle, so restore only blobs this project wrote to its
+        own store or topic; never restore one from an untrusted source.
+        """
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "windows": self.windows,
+            "index": self.index,
+            "detectors": self.detectors,
+            "policy_state": self.policy.state(),
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the learned state with a ``checkpoint`` blob of the same version."""
+        state = pickle.loads(blob)  # noqa: S301 - only blobs written by checkpoint()
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint version {state.get('version')!r} is not {CHECKPOINT_VERSION}; "
+                "discard it and let the baselines relearn"
+            )
+        self.windows = state["windows"]
+        self.index = state["index"]
+        self.detectors = state["detectors"]
+        self.policy.restore_state(state["policy_state"])
 
     def finish(self) -> BatchResult:
         """Close every open window (end of input) and process what they yield."""
