@@ -28,7 +28,15 @@ class StoreError(TokenSentryError):
 
 
 class StoreInUseError(StoreError):
-    """The embedded chDB directory is locked by another process."""
+    """Another process holds the lock on the embedded chDB store directory.
+
+    chDB runs one embedded server per directory and locks ``<dir>/status``
+    while it is open, so a second process cannot open the same directory.
+    """
+
+
+class StoreReadOnlyError(StoreError):
+    """A statement given to ``AuditStore.query`` tried to change data or schema."""
 
 
 class TransientStoreError(StoreError):
