@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.replay",
     "pipeline.commands.query",
     "pipeline.commands.token_id",
+    "pipeline.commands.simulate",
 )
 
 EXIT_USAGE = 2
