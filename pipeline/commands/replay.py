@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.assemble import build_pipeline, open_store
 from pipeline.commands.common import add_settings_arguments, load_mapping, settings_from_args
-from pipeline.parsers import known_formats
+from pipeline.parsers import FORMAT_IDS
 from pipeline.runner import Pipeline, RunStats
 from pipeline.sinks.actions import JsonLinesActionSink
 from pipeline.sources.files import check_readable, read_batches
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detect and decide, writing the audit trail to the store.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="log file, gzip file, or - for stdin")
-    parser.add_argument("--format", choices=known_formats(), help="pin the log format (default: detect per file)")
+    parser.add_argument("--format", choices=FORMAT_IDS, help="pin the log format (default: detect per file)")
     parser.add_argument("--mapping", type=Path, help="JSON field mapping for --format json")
     parser.add_argument("--actions", metavar="FILE", help="also write actions as JSON Lines to FILE (- for stdout)")
     parser.add_argument("--policy", type=Path, help="policy YAML file (default: the built-in policy)")

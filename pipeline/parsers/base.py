@@ -13,7 +13,8 @@ from typing import Protocol
 
 # Field order of a parsed row. Strings are "" when the log lacks the field;
 # numbers use the same sentinels as the event batch (NaN latency, -1 bytes,
-# 0 ASN, 0 status only for request lines that are not HTTP).
+# 0 ASN, 0 status when the log has none: a `-` status, a JSON log without
+# one, or Envoy's 0 for "no response sent").
 RAW_FIELDS: tuple[str, ...] = (
     "ts",  # float, event time in seconds since the Unix epoch, UTC
     "client_ip",  # str
@@ -60,14 +61,17 @@ class Parser(Protocol):
     format_id: str
 
     def matches(self, line: str) -> bool:
-        """Return True when ``line`` looks like this format (used for detection)."""
+        """Return True when ``line`` may be this format: a cheap pre-filter; detection confirms with ``parse_line``."""
         ...
 
     def parse_line(self, line: str) -> tuple:
         """Parse one line into a row in ``RAW_FIELDS`` order.
 
         Raises:
-            ValueError: the line is not valid in this format; the message is
-                the dead-letter reason and must name what is wrong.
+            FormatMismatch: the line is not this format at all, so the driver
+                tries the other formats (a ``ValueError`` subclass in
+                ``pipeline.parsers.errors``).
+            ValueError: the line is this format with a bad value; the message
+                is the dead-letter reason and names what is wrong.
         """
         ...

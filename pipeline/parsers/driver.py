@@ -1,0 +1,226 @@
+"""The chunk driver: raw lines in, rows and dead letters out, following format changes."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.parsers.base import ParsedChunk, Parser
+from pipeline.parsers.container import has_cri_prefix, strip_cri_prefix
+from pipeline.parsers.detect import detect_format
+from pipeline.parsers.errors import FormatMismatch
+from pipeline.parsers.registry import build_parsers, check_format_id
+
+logger = logging.getLogger(__name__)
+
+# Parser bugs are logged for the first few lines that hit one, then every Nth.
+LOGGED_INTERNAL_ERRORS = 10
+INTERNAL_ERROR_LOG_INTERVAL = 1000
+
+
+def _parse_without_format(line: str) -> tuple:
+    raise FormatMismatch("no format detected yet")
+
+
+def _expand_formats(format_starts: list[tuple[int, str]], row_count: int) -> list[str]:
+    """Return one format id per row from (first row index, format id) pairs."""
+    formats: list[str] = []
+    for number, (start, format_id) in enumerate(format_starts):
+        end = format_starts[number + 1][0] if number + 1 < len(format_starts) else row_count
+        formats.extend([format_id] * (end - start))
+    return formats
+
+
+class LineParser:
+    """Parse chunks of raw log lines into rows and dead letters.
+
+    With ``format=None`` the format is detected from the first chunk. When
+    a line then does not parse in the current format, the other formats try
+    it in registry order and the first that parses it becomes the current
+    format, so a file that switches format part-way keeps parsing. A line
+    that the current format parses stays in it, so once the catch-all
+    ``json`` format is current it also takes lines that a more specific JSON
+    format would parse. A given ``format`` is pinned, and lines that do not
+    parse in it become dead letters. ``mapping`` configures the ``json``
+    format (see ``json_generic``).
+
+    The current format carries over from chunk to chunk, so use one
+    LineParser per stream. ``format_switches`` counts changes of format
+    after the first detection, and ``internal_errors`` counts lines that hit
+    a parser bug.
+
+    Raises:
+        ConfigError: ``format`` is not a registered format id, or ``mapping``
+            is invalid or given with a format other than ``json``.
+    """
+
+    def __init__(self, format: str | None = None, mapping: Mapping[str, Any] | None = None) -> None:
+        if format is not None:
+            check_format_id(format)
+        if mapping is not None and format not in (None, "json"):
+            raise ConfigError(f"a field mapping applies only to the json format, not to {format!r}")
+        self._parsers = build_parsers(mapping)
+        self._pinned = format is not None
+        self._current: Parser | None = self._parsers[format] if format is not None else None
+        self._strip_prefix = False
+        self.format_switches = 0
+        self.internal_errors = 0
+
+    @property
+    def format(self) -> str | None:
+        """Format id of the current format, None before one is detected."""
+        return self._current.format_id if self._current is not None else None
+
+    def parse(self, lines: list[bytes], positions: list[int]) -> ParsedChunk:
+        """Parse one chunk of raw lines, each with its position in the source.
+
+        Lines are decoded as UTF-8 (invalid bytes become ``\\xHH``) and lose
+        their line ending. Every line ends up either as a row or as a dead
+        letter with a reason, so ``len(rows) + len(dead) == len(lines)``,
+        and no exception escapes for bad input.
+
+        Raises:
+            ValueError: ``lines`` and ``positions`` differ in length.
+        """
+        if len(lines) != len(positions):
+            raise ValueError(f"got {len(lines)} lines but {len(positions)} positions: expected one position per line")
+        chunk = ParsedChunk()
+        if self._current is None:
+            self._detect(lines)
+        rows = chunk.rows
+        append_row = rows.append
+        # Positions and formats are built after the loop, from the lines that
+        # became dead letters and the row counts where the format changed,
+        # which saves two appends per line.
+        dead_indexes: list[int] = []
+        format_starts: list[tuple[int, str]] = []
+
+        parser = self._current
+        parse_line = parser.parse_line if parser is not None else _parse_without_format
+        format_id = parser.format_id if parser is not None else ""
+        format_starts.append((0, format_id))
+        strip_prefix = self._strip_prefix
+        for index, raw in enumerate(lines):
+            try:
+                line = raw.decode()
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", "backslashreplace")
+            line = line.rstrip("\r\n")
+            text = strip_cri_prefix(line) if strip_prefix else line
+            try:
+                append_row(parse_line(text))
+            except ValueError as error:
+                row = self._recover(line, text, error, positions[index], chunk)
+                if row is None:
+                    dead_indexes.append(index)
+                    continue
+                parser = self._current
+                parse_line = parser.parse_line
+                strip_prefix = self._strip_prefix
+                if parser.format_id != format_id:
+                    format_id = parser.format_id
+                    format_starts.append((len(rows), format_id))
+                append_row(row)
+            except Exception as error:  # noqa: BLE001 - a parser bug must not lose the chunk
+                self._record_internal_error(format_id, error, positions[index])
+                reason = f"internal error in the {format_id} parser ({type(error).__name__})"
+                chunk.dead.append((positions[index], line, reason, format_id))
+                dead_indexes.append(index)
+
+        if dead_indexes:
+            dead = set(dead_indexes)
+            chunk.positions = [position for index, position in enumerate(positions) if index not in dead]
+        else:
+            chunk.positions = list(positions)
+        chunk.formats = _expand_formats(format_starts, len(rows))
+        return chunk
+
+    def _detect(self, lines: list[bytes]) -> None:
+        format_id = detect_format(lines, self._parsers)
+        if format_id is not None:
+            self._current = self._parsers[format_id]
+            logger.info("detected log format %s", format_id)
+
+    def _recover(self, line: str, text: str, error: ValueError, position: int, chunk: ParsedChunk) -> tuple | None:
+        """Find a row for a line the current format rejected, or record it as a dead letter.
+
+        Tries, in order: the current format again once a newly seen CRI
+        prefix is removed, then (unless the format is pinned) every other
+        format in registry order. A format that parses the line becomes the
+        current one. Returns the row, or None after recording a dead letter.
+        """
+        if not text.strip():
+            chunk.dead.append((position, line, "empty line", ""))
+            return None
+        current = self._current
+        current_id = current.format_id if current is not None else ""
+
+        candidates: list[Parser] = []
+        if not self._strip_prefix and has_cri_prefix(text):
+            self._strip_prefix = True
+            logger.info("lines carry a container runtime (CRI) prefix, which is removed from now on")
+            text = strip_cri_prefix(text)
+            if current is not None:
+                candidates.append(current)
+        if not self._pinned:
+            candidates.extend(parser for parser in self._parsers.values() if parser is not current)
+
+        specific_error: tuple[ValueError, str] | None = None
+        if current is not None and not isinstance(error, FormatMismatch):
+            specific_error = (error, current_id)
+        for parser in candidates:
+            if not parser.matches(text):
+                continue
+            try:
+                row = parser.parse_line(text)
+            except FormatMismatch:
+                continue
+            except ValueError as candidate_error:
+                if specific_error is None:
+                    specific_error = (candidate_error, parser.format_id)
+                continue
+            except Exception as candidate_error:  # noqa: BLE001 - a parser bug must not stop recovery
+                self._record_internal_error(parser.format_id, candidate_error, position)
+                continue
+            if parser is not current:
+                self._switch_to(parser, position)
+            return row
+
+        if specific_error is not None:
+            reason, format_id = str(specific_error[0]), specific_error[1]
+        elif self._pinned:
+            reason, format_id = f"does not match the pinned format {current_id} ({error})", current_id
+        elif current is not None:
+            reason, format_id = f"does not match {current_id} or any known format", current_id
+        else:
+            reason, format_id = "does not match any known format", ""
+        chunk.dead.append((position, line, reason, format_id))
+        return None
+
+    def _switch_to(self, parser: Parser, position: int) -> None:
+        previous = self._current
+        self._current = parser
+        if previous is None:
+            logger.info("detected log format %s at position %d", parser.format_id, position)
+            return
+        self.format_switches += 1
+        logger.debug("log format switched from %s to %s at position %d", previous.format_id, parser.format_id, position)
+
+    def _record_internal_error(self, format_id: str, error: Exception, position: int) -> None:
+        """Count a parser bug and log it with its code location but without the line.
+
+        The line and the exception message may hold a credential, so neither
+        is logged.
+        """
+        self.internal_errors += 1
+        count = self.internal_errors
+        if count <= LOGGED_INTERNAL_ERRORS or count % INTERNAL_ERROR_LOG_INTERVAL == 0:
+            frames = traceback.extract_tb(error.__traceback__)
+            location = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "unknown location"
+            logger.error(
+                "parser %s raised %s at %s on the line at position %d (%d parser errors so far)",
+                format_id, type(error).__name__, location, position, count,
+            )  # fmt: skip

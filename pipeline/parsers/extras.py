@@ -1,0 +1,138 @@
+"""Extra fields that custom NGINX and Apache formats append after the user agent.
+
+Named fields are ``name=value`` or ``name="value"`` pairs, as in the common
+NGINX convention ``rt=$request_time urt="$upstream_response_time"``. Known
+names, matched case-insensitively, fill row fields. Unknown names and
+unnamed fields (quoted strings, numbers, ``12ms`` durations, a trailing
+X-Forwarded-For) are skipped, so an unexpected extra never rejects a line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from pipeline.parsers.base import FIELD_INDEX
+from pipeline.parsers.fields import NAN, asn_value, credential_value, duration_ms, int_value
+
+LATENCY_SECONDS = "latency_s"
+UPSTREAM_LATENCY_SECONDS = "upstream_latency_s"
+
+# Lower-case extra field name -> RAW_FIELDS name, or LATENCY_SECONDS /
+# UPSTREAM_LATENCY_SECONDS for NGINX times in seconds. The http_* names are
+# NGINX's variables for request headers.
+EXTRA_FIELD_TARGETS: dict[str, str] = {
+    "rt": LATENCY_SECONDS,
+    "request_time": LATENCY_SECONDS,
+    "urt": UPSTREAM_LATENCY_SECONDS,
+    "upstream_response_time": UPSTREAM_LATENCY_SECONDS,
+    "key": "credential",
+    "api_key": "credential",
+    "apikey": "credential",
+    "x_api_key": "credential",
+    "http_x_api_key": "credential",
+    "auth": "credential",
+    "authorization": "credential",
+    "http_authorization": "credential",
+    "origin": "origin",
+    "http_origin": "origin",
+    "country": "country",
+    "cc": "country",
+    "geoip_country": "country",
+    "geoip_country_code": "country",
+    "asn": "asn",
+    "req_id": "request_id",
+    "request_id": "request_id",
+    "device": "device_id",
+    "device_id": "device_id",
+    "ja3": "device_id",
+    "ja4": "device_id",
+    "host": "host",
+    "http_host": "host",
+    "consumer": "account",
+    "account": "account",
+    "key_id": "key_id",
+    "credential_id": "key_id",
+    "route": "route",
+    "service": "route",
+    "request_length": "bytes_in",
+    "bytes_in": "bytes_in",
+}
+
+# A named pair (group 1 name, group 2 value, quoted or bare), else an unnamed
+# quoted string or bare token. An unterminated quote runs to the end of the line.
+_EXTRA_TOKEN = re.compile(r'([A-Za-z_][\w.\-]*)=("[^"\\]*(?:\\.[^"\\]*)*"?|\S*)|"[^"\\]*(?:\\.[^"\\]*)*"?|\S+')
+# NGINX separates the times of several upstream attempts with ", " and " : ".
+_UPSTREAM_TIME_SEPARATOR = re.compile(r"[,:]\s*|\s+")
+
+_CREDENTIAL = FIELD_INDEX["credential"]
+_LATENCY = FIELD_INDEX["latency_ms"]
+_BYTES_IN = FIELD_INDEX["bytes_in"]
+_ASN = FIELD_INDEX["asn"]
+_COUNTRY = FIELD_INDEX["country"]
+
+
+def unquote(value: str) -> str:
+    """Strip the quotes of a quoted extra value and unescape ``\\"`` inside it."""
+    if value.startswith('"'):
+        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+        if '\\"' in value:
+            value = value.replace('\\"', '"')
+    return value
+
+
+def upstream_seconds_to_ms(name: str, value: str) -> float:
+    """Sum NGINX upstream times such as ``0.004, 0.010 : 0.002`` (seconds) to ms.
+
+    Several values mean several upstream attempts, and their sum approximates
+    the upstream part of the request time. A "-" item (no attempt) counts as 0.
+    """
+    total = 0.0
+    for item in _UPSTREAM_TIME_SEPARATOR.split(value):
+        if item and item != "-":
+            total += duration_ms(name, item, 1000.0)
+    return total
+
+
+def apply_extra_fields(row: tuple, tail: str) -> tuple:
+    """Return ``row`` with the known named fields of ``tail`` filled in.
+
+    The first credential found wins. Request time (``rt``) gives the latency,
+    and upstream time (``urt``) is used only when the request time is missing.
+
+    Raises:
+        ValueError: a known numeric field has a value that is not a number.
+    """
+    values = list(row)
+    request_ms = NAN
+    upstream_ms = NAN
+    for match in _EXTRA_TOKEN.finditer(tail):
+        name = match.group(1)
+        if name is None:
+            continue
+        target = EXTRA_FIELD_TARGETS.get(name.lower())
+        if target is None:
+            continue
+        value = unquote(match.group(2))
+        if value == "" or value == "-":
+            continue
+        if target == LATENCY_SECONDS:
+            request_ms = duration_ms(name, value, 1000.0)
+        elif target == UPSTREAM_LATENCY_SECONDS:
+            upstream_ms = upstream_seconds_to_ms(name, value)
+        elif target == "credential":
+            if not values[_CREDENTIAL]:
+                values[_CREDENTIAL] = credential_value(value)
+        elif target == "bytes_in":
+            values[_BYTES_IN] = int_value(name, value, -1)
+        elif target == "asn":
+            values[_ASN] = asn_value(name, value)
+        elif target == "country":
+            values[_COUNTRY] = value.upper()
+        else:
+            values[FIELD_INDEX[target]] = value
+    if not math.isnan(request_ms):
+        values[_LATENCY] = request_ms
+    elif not math.isnan(upstream_ms):
+        values[_LATENCY] = upstream_ms
+    return tuple(values)
