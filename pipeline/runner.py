@@ -60,6 +60,11 @@ class RunStats:
     actions_published: int = 0
     detections_by_detector: dict[str, int] = field(default_factory=dict)
     actions_by_kind: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time spent in each stage id (parse, identify, window, detect, decide, sink)."""
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
 
 @dataclass(slots=True)
@@ -111,6 +116,8 @@ class Pipeline:
 
     def process(self, batch: LineBatch) -> BatchResult:
         """Run one batch through every stage; all its writes are acknowledged on return."""
+        clock = time.perf_counter
+        started = clock()
         # 1. parse
         chunk = self.parser.parse(batch.lines, batch.positions)
         dead_letters = [
@@ -125,10 +132,15 @@ class Pipeline:
             )
             for position, raw, reason, format_id in chunk.dead
         ]
+        parsed = clock()
+        self.stats.add_time("parse", parsed - started)
         # 2. identify
         events = identify(chunk, self.hasher, batch.source, batch.partition)
+        identified = clock()
+        self.stats.add_time("identify", identified - parsed)
         # 3. window
         closed = self.windows.add(events)
+        self.stats.add_time("window", clock() - identified)
         result = self._detect_and_decide(closed, len(events["ts"]), dead_letters)
         # 7. sink
         self._write(events, result)
@@ -175,13 +187,17 @@ class Pipeline:
         detections: list[Detection] = []
         actions: list[Action] = []
         if closed.size:
+            started = time.perf_counter()
             # 4. state
             closed.slots = self.index.assign(closed.keys["subject_id"], closed.keys["window_end"])
             # 5. detect
             for detector in self.detectors:
                 detections.extend(detector.detect(closed, self.context))
+            detected = time.perf_counter()
+            self.stats.add_time("detect", detected - started)
             # 6. decide
             actions = self.policy.decide(detections)
+            self.stats.add_time("decide", time.perf_counter() - detected)
             self.index.expire(float(closed.keys["window_end"].max()))
         return BatchResult(events=events, dead_letters=dead_letters, windows=closed, detections=detections, actions=actions)
 
@@ -207,7 +223,9 @@ class Pipeline:
                     sink.publish(live)
             if shadow:
                 self.store.write_actions(shadow, published=False)
-        logger.debug("batch written in %.3f s", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.stats.add_time("sink", elapsed)
+        logger.debug("batch written in %.3f s", elapsed)
 
     def _count(self, batch: LineBatch | None, result: BatchResult) -> None:
         stats = self.stats

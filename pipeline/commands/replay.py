@@ -99,6 +99,7 @@ def summarize(stats: RunStats, tokens: int, elapsed_s: float) -> dict:
         "actions_published": stats.actions_published,
         "detections_by_detector": stats.detections_by_detector,
         "actions_by_kind": stats.actions_by_kind,
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stats.stage_seconds.items()},
     }
 
 

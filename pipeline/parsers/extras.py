@@ -59,9 +59,12 @@ EXTRA_FIELD_TARGETS: dict[str, str] = {
     "bytes_in": "bytes_in",
 }
 
-# A named pair (group 1 name, group 2 value, quoted or bare), else an unnamed
-# quoted string or bare token. An unterminated quote runs to the end of the line.
-_EXTRA_TOKEN = re.compile(r'([A-Za-z_][\w.\-]*)=("[^"\\]*(?:\\.[^"\\]*)*"?|\S*)|"[^"\\]*(?:\\.[^"\\]*)*"?|\S+')
+# A named pair (group 1 name, group 2 quoted value without its quotes, group
+# 3 bare value), else an unnamed quoted string or bare token, which findall
+# returns with an empty name. An unterminated quote runs to the end of the line.
+_EXTRA_TOKEN = re.compile(
+    r'([A-Za-z_][\w.\-]*)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"?|(\S*))|"[^"\\]*(?:\\.[^"\\]*)*"?|\S+'
+)
 # NGINX separates the times of several upstream attempts with ", " and " : ".
 _UPSTREAM_TIME_SEPARATOR = re.compile(r"[,:]\s*|\s+")
 
@@ -70,15 +73,6 @@ _LATENCY = FIELD_INDEX["latency_ms"]
 _BYTES_IN = FIELD_INDEX["bytes_in"]
 _ASN = FIELD_INDEX["asn"]
 _COUNTRY = FIELD_INDEX["country"]
-
-
-def unquote(value: str) -> str:
-    """Strip the quotes of a quoted extra value and unescape ``\\"`` inside it."""
-    if value.startswith('"'):
-        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
-        if '\\"' in value:
-            value = value.replace('\\"', '"')
-    return value
 
 
 def upstream_seconds_to_ms(name: str, value: str) -> float:
@@ -103,19 +97,22 @@ def apply_extra_fields(row: tuple, tail: str) -> tuple:
     Raises:
         ValueError: a known numeric field has a value that is not a number.
     """
-    values = list(row)
+    values: list | None = None
     request_ms = NAN
     upstream_ms = NAN
-    for match in _EXTRA_TOKEN.finditer(tail):
-        name = match.group(1)
-        if name is None:
+    for name, quoted, bare in _EXTRA_TOKEN.findall(tail):
+        if not name:
             continue
-        target = EXTRA_FIELD_TARGETS.get(name.lower())
+        target = EXTRA_FIELD_TARGETS.get(name) or EXTRA_FIELD_TARGETS.get(name.lower())
         if target is None:
             continue
-        value = unquote(match.group(2))
+        value = quoted or bare
         if value == "" or value == "-":
             continue
+        if '\\"' in value:
+            value = value.replace('\\"', '"')
+        if values is None:
+            values = list(row)
         if target == LATENCY_SECONDS:
             request_ms = duration_ms(name, value, 1000.0)
         elif target == UPSTREAM_LATENCY_SECONDS:
@@ -131,8 +128,10 @@ def apply_extra_fields(row: tuple, tail: str) -> tuple:
             values[_COUNTRY] = value.upper()
         else:
             values[FIELD_INDEX[target]] = value
-    if not math.isnan(request_ms):
+    if values is None:
+        return row
+    if request_ms == request_ms:
         values[_LATENCY] = request_ms
-    elif not math.isnan(upstream_ms):
+    elif upstream_ms == upstream_ms:
         values[_LATENCY] = upstream_ms
     return tuple(values)
