@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.query",
     "pipeline.commands.token_id",
     "pipeline.commands.simulate",
+    "pipeline.commands.store",
+    "pipeline.commands.explain",
+    "pipeline.commands.backtest",
 )
 
 EXIT_USAGE = 2

@@ -13,7 +13,7 @@
 -- itself (the subject, or the id), so every redelivered copy lands on the
 -- same shard as the original, where merges and FINAL collapse it.
 --
--- Columns, ORDER BY, partitions and TTLs are those of migrations 001-003
+-- Columns, ORDER BY, partitions and TTLs are those of migrations 001-004
 -- with the default retention (events 30 days, windows and token_minute 90,
 -- the rest 365). tests/unit/test_store_deploy_sql.py checks that the
 -- column lists stay equal to the migrations'. Change retention with
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS tokensentry.events_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/events_local', '{replica}')
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (subject_id, ts, event_id)
-TTL toDateTime(ts) + toIntervalDay(30)
+TTL toDateTime(inserted_at) + toIntervalDay(30)
 SETTINGS ttl_only_drop_parts = 1, min_bytes_for_wide_part = 134217728;
 
 CREATE TABLE IF NOT EXISTS tokensentry.events ON CLUSTER '{cluster}' AS tokensentry.events_local
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS tokensentry.windows_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/windows_local', '{replica}')
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (subject_id, window_start, window_id)
-TTL toDateTime(window_start) + toIntervalDay(90);
+TTL toDateTime(inserted_at) + toIntervalDay(90);
 
 CREATE TABLE IF NOT EXISTS tokensentry.windows ON CLUSTER '{cluster}' AS tokensentry.windows_local
 ENGINE = Distributed('{cluster}', tokensentry, windows_local, cityHash64(subject_id));
@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS tokensentry.detections_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/detections_local', '{replica}')
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (detector, window_start, detection_id)
-TTL toDateTime(window_start) + toIntervalDay(365);
+TTL toDateTime(inserted_at) + toIntervalDay(365);
 
 CREATE TABLE IF NOT EXISTS tokensentry.detections ON CLUSTER '{cluster}' AS tokensentry.detections_local
 ENGINE = Distributed('{cluster}', tokensentry, detections_local, cityHash64(subject_id));
@@ -155,7 +155,7 @@ CREATE TABLE IF NOT EXISTS tokensentry.actions_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/actions_local', '{replica}', published)
 PARTITION BY toYYYYMM(issued_at)
 ORDER BY (kind, issued_at, action_id)
-TTL toDateTime(issued_at) + toIntervalDay(365);
+TTL toDateTime(inserted_at) + toIntervalDay(365);
 
 CREATE TABLE IF NOT EXISTS tokensentry.actions ON CLUSTER '{cluster}' AS tokensentry.actions_local
 ENGINE = Distributed('{cluster}', tokensentry, actions_local, cityHash64(subject));
@@ -234,7 +234,7 @@ CREATE TABLE IF NOT EXISTS tokensentry.receipts_local ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/receipts_local', '{replica}')
 PARTITION BY toYYYYMM(applied_at)
 ORDER BY (action_id, agent_id)
-TTL toDateTime(applied_at) + toIntervalDay(365);
+TTL toDateTime(inserted_at) + toIntervalDay(365);
 
 CREATE TABLE IF NOT EXISTS tokensentry.receipts ON CLUSTER '{cluster}' AS tokensentry.receipts_local
 ENGINE = Distributed('{cluster}', tokensentry, receipts_local, cityHash64(action_id));

@@ -53,16 +53,18 @@ ENGINE = ReplacingMergeTree
 ORDER BY version""",
 )
 
-# Table -> time column its TTL counts from. The migrations create the TTL
-# clauses in the same form: toDateTime(<column>) + toIntervalDay(<days>).
+# Table -> time column its TTL counts from, after the last migration. The
+# migrations write the TTL clauses in the same form:
+# toDateTime(<column>) + toIntervalDay(<days>). Insertion time, so replayed
+# old logs are kept as long as fresh ones (migration 004).
 TTL_COLUMNS: dict[str, str] = {
-    "events": "ts",
-    "windows": "window_start",
+    "events": "inserted_at",
+    "windows": "inserted_at",
     "token_minute": "minute",
-    "detections": "window_start",
-    "actions": "issued_at",
+    "detections": "inserted_at",
+    "actions": "inserted_at",
     "dead_letters": "inserted_at",
-    "receipts": "applied_at",
+    "receipts": "inserted_at",
 }
 
 

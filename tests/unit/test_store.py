@@ -247,7 +247,7 @@ def test_migrate_changed_retention_alters_ttl(store: AuditStore) -> None:
     applied = store.migrate(Retention(events=14))
 
     assert applied == []
-    assert "toDateTime(ts) + toIntervalDay(14)" in single_value(store, "SHOW CREATE TABLE events")
+    assert "toDateTime(inserted_at) + toIntervalDay(14)" in single_value(store, "SHOW CREATE TABLE events")
     assert "toIntervalDay(90)" in single_value(store, "SHOW CREATE TABLE windows")
 
 

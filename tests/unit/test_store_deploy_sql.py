@@ -55,9 +55,24 @@ def test_deploy_sql_parses(engine: Client, path: Path) -> None:
         engine.query("SELECT formatQuery({statement:String})", parameters={"statement": statement})
 
 
+_MODIFY_TTL_RE = re.compile(r"^ALTER TABLE tokensentry\.(\w+) MODIFY (TTL .+)$")
+
+
+def apply_ttl_changes(bodies: dict[str, str], statements: list[str]) -> dict[str, str]:
+    """Replace each table's TTL line as later ``ALTER ... MODIFY TTL`` migrations do."""
+    for statement in statements:
+        match = _MODIFY_TTL_RE.match(statement.strip())
+        if match is None:
+            continue
+        table, ttl = match.groups()
+        bodies[table] = re.sub(r"^TTL .+?(;?)$", lambda m: ttl + m.group(1), bodies[table], flags=re.MULTILINE)
+    return bodies
+
+
 def test_cluster_tables_match_migrations() -> None:
     cluster = table_bodies(split_statements((DEPLOY_DIR / "cluster.sql").read_text()))
-    single_node = table_bodies(migration_statements())
+    statements = migration_statements()
+    single_node = apply_ttl_changes(table_bodies(statements), statements)
 
     assert set(cluster) == set(single_node)
     for table, body in single_node.items():
