@@ -14,6 +14,7 @@ from pipeline.identity import TokenHasher, load_or_create_secret, parse_secret
 from pipeline.parsers import LineParser
 from pipeline.policy import Policy, PolicyConfig, default_policy, load_policy
 from pipeline.runner import Pipeline
+from pipeline.signing import Signer, keyring_from_settings
 from pipeline.sinks.actions import ActionSink
 from pipeline.sinks.clickhouse import AuditStore
 from pipeline.state import SubjectIndex
@@ -34,6 +35,14 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
     if settings.policy_file is None:
         return default_policy()
     return load_policy(Path(settings.policy_file))
+
+
+def build_policy(settings: Settings, config: PolicyConfig) -> Policy:
+    """Return the policy that signs its actions; a policy file is reloaded when it changes."""
+    signer = Signer(keyring_from_settings(settings))
+    if settings.policy_file is None:
+        return Policy(config, signer=signer)
+    return Policy(config, path=Path(settings.policy_file), signer=signer)
 
 
 def build_detectors() -> list[Detector]:
@@ -72,7 +81,7 @@ def build_pipeline(
         index=SubjectIndex(idle_ttl_s=settings.idle_ttl_s),
         detectors=build_detectors(),
         context=context,
-        policy=Policy(policy_config),
+        policy=build_policy(settings, policy_config),
         store=store,
         action_sinks=action_sinks,
         dead_letter_sinks=dead_letter_sinks,

@@ -23,10 +23,16 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.replay",
     "pipeline.commands.query",
     "pipeline.commands.token_id",
+    "pipeline.commands.action",
+    "pipeline.commands.enforce",
+    "pipeline.commands.schema",
     "pipeline.commands.simulate",
     "pipeline.commands.store",
     "pipeline.commands.explain",
     "pipeline.commands.backtest",
+    "pipeline.commands.run",
+    "pipeline.commands.produce",
+    "pipeline.commands.actions",
 )
 
 EXIT_USAGE = 2

@@ -195,8 +195,8 @@ class Pipeline:
                 detections.extend(detector.detect(closed, self.context))
             detected = time.perf_counter()
             self.stats.add_time("detect", detected - started)
-            # 6. decide
-            actions = self.policy.decide(detections)
+            # 6. decide; the newest window end is the event time that ends expired throttles and blocks
+            actions = self.policy.decide(detections, now=float(closed.keys["window_end"].max()))
             self.stats.add_time("decide", time.perf_counter() - detected)
             self.index.expire(float(closed.keys["window_end"].max()))
         return BatchResult(events=events, dead_letters=dead_letters, windows=closed, detections=detections, actions=actions)

@@ -8,6 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DETECTION_SCHEMA_VERSION = 1
 
+ACCOUNT_SUBJECT_KIND = 3
+"""``Detection.subject_kind`` of findings about all tokens of one account; ``subject_id`` is ``account:<name>``.
+
+Values 0 to 2 are ``schemas.events.SubjectKind``.
+NOTE: an action on such a detection names ``account:<name>`` as its subject;
+enforcement points must map it to the account's tokens.
+"""
+ACCOUNT_PREFIX = "account:"
+
 
 class Severity(IntEnum):
     """Ordered severities; policies compare them with ``>=``."""

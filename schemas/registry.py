@@ -23,3 +23,33 @@ class TokenRecord(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     allowed_countries: tuple[str, ...] = Field((), description="ISO 3166-1 alpha-2 codes.")
     rate_limit_rps: float | None = Field(None, description="Static limit in requests per second, overrides the plan's.")
+
+
+class PlanRecord(BaseModel):
+    """Defaults for every token of a plan; a token's own non-empty values take precedence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_limit_rps: float | None = Field(None, gt=0, description="Static per-token limit, requests per second.")
+    account_limit_rps: float | None = Field(
+        None, gt=0, description="Limit on all tokens of one account together, requests per second."
+    )
+    allowed_countries: tuple[str, ...] = Field((), description="ISO 3166-1 alpha-2 codes; empty allows all.")
+
+
+class AccountRecord(BaseModel):
+    """Limits on one account: every token it owns, counted together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_limit_rps: float | None = Field(None, gt=0, description="Requests per second over all its tokens.")
+
+
+class RegistryDocument(BaseModel):
+    """The whole registry file: plans, accounts and tokens. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plans: dict[str, PlanRecord] = Field(default_factory=dict)
+    accounts: dict[str, AccountRecord] = Field(default_factory=dict)
+    tokens: tuple[TokenRecord, ...] = ()
