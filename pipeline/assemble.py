@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detectors.base import DetectionContext, Detector
-from detectors.ewma import EwmaRate
-from detectors.rate_limit import StaticRateLimit
+from detectors.catalog import build_country_lookup_from
+from detectors.catalog import build_detectors as build_detector_set
 from pipeline.config import Settings
 from pipeline.identity import TokenHasher, load_or_create_secret, parse_secret
 from pipeline.parsers import LineParser
 from pipeline.policy import Policy, PolicyConfig, default_policy, load_policy
+from pipeline.registry import TokenRegistry
 from pipeline.runner import Pipeline
 from pipeline.signing import Signer, keyring_from_settings
 from pipeline.sinks.actions import ActionSink
@@ -45,9 +46,16 @@ def build_policy(settings: Settings, config: PolicyConfig) -> Policy:
     return Policy(config, path=Path(settings.policy_file), signer=signer)
 
 
-def build_detectors() -> list[Detector]:
+def build_detectors(settings: Settings | None = None) -> list[Detector]:
     """Return the detector set, in the order detections are reported."""
-    return [StaticRateLimit(), EwmaRate()]
+    return build_detector_set(settings.detectors if settings is not None else None)
+
+
+def load_registry(settings: Settings) -> TokenRegistry:
+    """Return the token registry file's contents, or an empty registry when none is configured."""
+    if settings.registry_file is None:
+        return TokenRegistry()
+    return TokenRegistry.load(settings.registry_file)
 
 
 def open_store(settings: Settings) -> AuditStore:
@@ -73,13 +81,18 @@ def build_pipeline(
         default_limit_rps=policy_config.default_limit_rps,
         client_limit_rps=policy_config.client_limit_rps,
         plan_limits_rps=dict(policy_config.plan_limits_rps),
+        registry=load_registry(settings),
     )
     return Pipeline(
         parser=LineParser(format=log_format, mapping=mapping),
         hasher=load_hasher(settings),
-        windows=TumblingWindows(settings.window_s, settings.allowed_lateness_s),
+        windows=TumblingWindows(
+            settings.window_s,
+            settings.allowed_lateness_s,
+            country_lookup=build_country_lookup_from(settings.detectors),
+        ),
         index=SubjectIndex(idle_ttl_s=settings.idle_ttl_s),
-        detectors=build_detectors(),
+        detectors=build_detectors(settings),
         context=context,
         policy=build_policy(settings, policy_config),
         store=store,

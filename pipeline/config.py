@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from detectors.catalog import DetectorSettings
 from pipeline.errors import ConfigError
 
 ENV_PREFIX = "TOKENSENTRY_"
@@ -144,14 +145,8 @@ class Settings(BaseSettings):
     store: str | None = Field(None, description="chdb:///DIR or http(s)://user:pass@host:8123/db; default: chdb under data_dir.")
     hash_secret: SecretStr | None = Field(None, description="Hex key for token ids; default: generated in data_dir.")
     policy_file: Path | None = Field(None, description="Policy YAML file; default: the built-in policy.")
-    signing_keyring: Path | None = Field(
-        None, description="Keyring file (JSON) that signs and verifies actions; default: signing-keys.json in data_dir."
-    )
-    signing_key: SecretStr | None = Field(
-        None, description="Hex HMAC key added to the keyring as the active signing key (at least 16 bytes)."
-    )
-    signing_key_id: str | None = Field(
-        None, min_length=1, max_length=64, description="Key id of signing_key, written into each action it signs (default: env)."
+    registry_file: Path | None = Field(
+        None, description="Token registry, YAML or CSV, reloaded when the file changes; default: no registry."
     )
     window_s: float = Field(10.0, gt=0, description="Tumbling window size, seconds.")
     allowed_lateness_s: float = Field(5.0, ge=0, description="How long a window waits for late events, seconds.")
@@ -172,6 +167,7 @@ class Settings(BaseSettings):
     alert_format: Literal["json", "slack"] = Field("json", description="json: the action object; slack: {\"text\": ...}.")
     alert_min_interval_s: float = Field(600.0, ge=0, description="At most one alert per subject in this many seconds.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod

@@ -262,6 +262,14 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
                action=ActionKind.THROTTLE, duration=600.0),
     RuleConfig(id="spike-alert", detectors=("ewma_rate",), min_severity=Severity.MEDIUM,
                action=ActionKind.ALERT, duration=0.0),
+    RuleConfig(id="client-block", detectors=("ip_blocklist", "credential_stuffing", "brute_force"),
+               min_severity=Severity.HIGH, action=ActionKind.BLOCK, duration=3600.0),
+    RuleConfig(id="expired-revoke", detectors=("expired_token",), min_severity=Severity.HIGH,
+               action=ActionKind.REVOKE, duration=0.0),
+    RuleConfig(id="leak-rotate", detectors=("token_sharing",), min_severity=Severity.CRITICAL,
+               action=ActionKind.ROTATE, duration=0.0),
+    RuleConfig(id="detections-alert", detectors=("*",), min_severity=Severity.MEDIUM,
+               action=ActionKind.ALERT, duration=0.0),
 )
 
 

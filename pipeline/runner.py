@@ -42,7 +42,7 @@ from schemas.detections import Detection
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(slots=True)
@@ -188,6 +188,8 @@ class Pipeline:
         actions: list[Action] = []
         if closed.size:
             started = time.perf_counter()
+            # A changed registry file applies from this batch on.
+            self.context.refresh()
             # 4. state
             closed.slots = self.index.assign(closed.keys["subject_id"], closed.keys["window_end"])
             # 5. detect

@@ -60,3 +60,20 @@ class WindowFeatures(BaseModel):
     first_offset: int = Field(description="Smallest source offset of an event in the window.")
     last_offset: int
     features: dict[str, float] = Field(description="Values keyed by the names in WINDOW_FEATURES.")
+
+
+# Per-client-IP window features, in matrix column order. Credential stuffing
+# and brute force are visible only per client: one address failing on many
+# tokens. Counts are requests in the window; "failing" means status 401 or 403.
+CLIENT_WINDOW_FEATURES: dict[str, np.dtype] = {
+    "requests": np.dtype(np.float64),
+    "failures_401_403": np.dtype(np.float64),
+    "distinct_subjects": np.dtype(np.float64),
+    "distinct_failing_subjects": np.dtype(np.float64),
+    "distinct_user_agents": np.dtype(np.float64),
+}
+
+# Columns of the (window, value) pair tables kept beside a window batch for
+# the rules (see ``pipeline.windows.PairTable``): one row per distinct value
+# of an event column within one window, with its request and 401/403 counts.
+PAIR_COLUMNS: tuple[str, ...] = ("client_ip", "country", "origin", "route")

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mapping", type=Path, help="JSON field mapping for --format json")
     parser.add_argument("--actions", metavar="FILE", help="also write actions as JSON Lines to FILE (- for stdout)")
     parser.add_argument("--policy", type=Path, help="policy YAML file (default: the built-in policy)")
+    parser.add_argument("--registry", type=Path, help="token registry, YAML or CSV: owner, plan, scopes, expiry, allowed origins and countries")
+    parser.add_argument("--blocklist", type=Path, help="file of blocked client networks, one CIDR per line")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="window size in seconds (default 10)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     progress = parser.add_mutually_exclusive_group()
@@ -43,7 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, policy_file=args.policy, window_s=args.window)
+    settings = settings_from_args(
+        args,
+        policy_file=args.policy,
+        window_s=args.window,
+        registry_file=args.registry,
+        detectors={"blocklist_file": args.blocklist} if args.blocklist else None,
+    )
     for path in args.files:
         check_readable(path)
     mapping = load_mapping(args.mapping)

@@ -62,8 +62,8 @@ def test_ewma_silent_during_warmup():
 def test_ewma_explanation_states_observed_and_baseline():
     counts = [40] * 30 + [800]
     detection = run_detector(EwmaRate(), [steady_windows("key:x", counts)])[0]
-    assert "800 requests" in detection.explanation
-    assert "baseline of 40.0 per window" in detection.explanation
+    assert "sent 800 requests in 10 s" in detection.explanation
+    assert "requests 800 (expected 40)" in detection.explanation
 
 
 def test_ewma_scores_repeated_subject_in_order():

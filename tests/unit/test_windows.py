@@ -128,3 +128,109 @@ def test_window_ids_deterministic_and_distinct():
 )
 def test_network_of(address, network):
     assert network_of(address) == network
+
+
+def pair_dict(table):
+    return {
+        (int(row), value): (requests, failures)
+        for row, value, requests, failures in zip(
+            table.rows, table.values, table.requests, table.failures, strict=True
+        )
+    }
+
+
+def test_pair_tables_count_requests_and_failures():
+    batch = events(
+        ts=[T0 + 1, T0 + 2, T0 + 3, T0 + 4],
+        subject_id=["a", "a", "a", "b"],
+        client_ip=["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.1"],
+        status=[200, 401, 200, 403],
+        country=["DE", "DE", "", "FR"],
+        origin=["https://x.example", "", "", ""],
+        route=["/r1", "/r2", "/r1", "/r1"],
+    )
+    closed = compute_features(batch, 10.0)
+    row = {subject: i for i, subject in enumerate(closed.keys["subject_id"])}
+    a, b = row["a"], row["b"]
+    assert pair_dict(closed.pairs["client_ip"]) == {
+        (a, "10.0.0.1"): (2, 1),
+        (a, "10.0.0.2"): (1, 0),
+        (b, "10.0.0.1"): (1, 1),
+    }
+    assert pair_dict(closed.pairs["country"]) == {(a, "DE"): (2, 1), (a, ""): (1, 0), (b, "FR"): (1, 1)}
+    assert pair_dict(closed.pairs["route"])[(a, "/r1")] == (2, 0)
+    assert pair_dict(closed.pairs["origin"])[(a, "https://x.example")] == (1, 0)
+
+
+def test_client_windows_count_subjects_and_failures():
+    batch = events(
+        ts=[T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 12],
+        subject_id=["a", "b", "c", "a", "a"],
+        client_ip=["192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.9", "192.0.2.1"],
+        status=[401, 401, 200, 200, 403],
+        user_agent=["u1", "u2", "u1", "u1", "u1"],
+    )
+    clients = compute_features(batch, 10.0).clients
+    rows = {
+        (ip, start - T0): i
+        for i, (ip, start) in enumerate(zip(clients.keys["client_ip"], clients.keys["window_start"], strict=True))
+    }
+    first = rows[("192.0.2.1", 0.0)]
+    assert clients.feature("requests")[first] == 3
+    assert clients.feature("failures_401_403")[first] == 2
+    assert clients.feature("distinct_subjects")[first] == 3
+    assert clients.feature("distinct_failing_subjects")[first] == 2
+    assert clients.feature("distinct_user_agents")[first] == 2
+    assert clients.keys["subject_id"][first] == "ip:192.0.2.1"
+    assert clients.feature("failures_401_403")[rows[("192.0.2.1", 10.0)]] == 1
+    assert clients.size == 3
+
+
+def test_client_window_ids_differ_from_unauthenticated_token_windows():
+    batch = events(ts=[T0 + 1], subject_id=["ip:192.0.2.1"], client_ip=["192.0.2.1"])
+    closed = compute_features(batch, 10.0)
+    assert closed.keys["subject_id"][0] == closed.clients.keys["subject_id"][0]
+    assert closed.keys["window_id"][0] != closed.clients.keys["window_id"][0]
+
+
+def test_country_lookup_fills_only_missing_countries():
+    calls = []
+
+    def lookup(addresses):
+        calls.append(list(addresses))
+        return np.array(["JP" for _ in addresses], dtype=object)
+
+    batch = events(
+        ts=[T0 + 1, T0 + 2, T0 + 3],
+        subject_id=["a", "a", "a"],
+        client_ip=["192.0.2.1", "192.0.2.1", "192.0.2.2"],
+        country=["", "", "DE"],
+    )
+    closed = compute_features(batch, 10.0, country_lookup=lookup)
+    assert calls == [["192.0.2.1"]]
+    assert set(closed.pairs["country"].values.tolist()) == {"JP", "DE"}
+    assert closed.feature("distinct_countries")[0] == 2
+    assert batch["country"].tolist() == ["", "", "DE"]
+
+
+def test_select_and_concat_keep_pairs_aligned():
+    batch = events(
+        ts=[T0 + 1, T0 + 2, T0 + 3],
+        subject_id=["a", "b", "c"],
+        country=["DE", "FR", "JP"],
+    )
+    closed = compute_features(batch, 10.0)
+    keep = closed.keys["subject_id"] != "b"
+    selected = closed.select(keep)
+    countries = {selected.keys["subject_id"][r]: v for r, v in zip(selected.pairs["country"].rows, selected.pairs["country"].values, strict=True)}
+    assert countries == {"a": "DE", "c": "JP"}
+    merged = type(closed).concat([selected, closed.select(~keep)])
+    countries = {merged.keys["subject_id"][r]: v for r, v in zip(merged.pairs["country"].rows, merged.pairs["country"].values, strict=True)}
+    assert countries == {"a": "DE", "b": "FR", "c": "JP"}
+
+
+def test_windows_without_origin_column_still_close():
+    batch = events(ts=[T0 + 1], subject_id=["a"])
+    del batch["origin"]
+    closed = compute_features(batch, 10.0)
+    assert closed.pairs["origin"].values.tolist() == [""]
