@@ -59,8 +59,9 @@ class PairTable:
 
     ``rows[i]`` is a row of the window batch, ``values[i]`` a value seen in
     that window ("" when the gateway did not log the field), ``requests[i]``
-    the window's requests with that value and ``failures[i]`` those with
-    status 401 or 403.
+    the window's requests with that value and ``failures[i]`` those that
+    were not served: status 400 or above (rejected credentials, 429 from the
+    gateway's own limit, errors).
     """
 
     rows: np.ndarray
@@ -456,8 +457,9 @@ def compute_features(
         "origin": pd.factorize(_column(events, "origin"), use_na_sentinel=False),
         "route": pd.factorize(events["route"], use_na_sentinel=False),
     }
+    not_served = status >= 400
     pairs = {
-        name: _pair_table(group, codes, uniques, failing) for name, (codes, uniques) in pair_inputs.items()
+        name: _pair_table(group, codes, uniques, not_served) for name, (codes, uniques) in pair_inputs.items()
     }
     clients = _client_windows(events, window_index, size_s, ip_codes, ips, subject_codes, len(subjects), failing)
     return WindowBatch(

@@ -150,7 +150,8 @@ def _window_countries(windows: WindowBatch) -> tuple[np.ndarray, np.ndarray, np.
     """Return the centroid rows of each window's countries.
 
     Per window: the main country, the farthest other country and their
-    distance in km (NaN with one country). Then every (window row, country)
+    distance in km (NaN with one country), from countries with at least one
+    request served with a status below 400. Then every (window row, country)
     pair with a known centroid, sorted by row and most requests first.
     """
     n = windows.size
@@ -159,7 +160,10 @@ def _window_countries(windows: WindowBatch) -> tuple[np.ndarray, np.ndarray, np.
     spread = np.full(n, np.nan)
     table = windows.pairs["country"]
     centroid = country_indices(table.values)
-    known = np.flatnonzero(centroid >= 0)
+    # Only countries with at least one served request (status below 400)
+    # count as "used from": rejected attempts with a guessed or revoked
+    # credential are stuffing, which the client-scoped rules report.
+    known = np.flatnonzero((centroid >= 0) & (table.requests > table.failures))
     if len(known) == 0:
         return main, farthest, spread, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     rows = table.rows[known]

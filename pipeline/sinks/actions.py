@@ -37,7 +37,7 @@ class JsonLinesActionSink:
         else:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                self._stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             except OSError as exc:
                 raise PublishError(f"cannot open actions file {path}: {exc.strerror}; pass a writable path to --actions") from None
             self._owned = True
