@@ -16,10 +16,12 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 from pipeline.errors import TokenSentryError
+from pipeline.logs import LOG_FORMATS, LOG_LEVELS, configure_logging, resolve_log_options
 
 logger = logging.getLogger(__name__)
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "pipeline.commands.config",
     "pipeline.commands.replay",
     "pipeline.commands.query",
     "pipeline.commands.token_id",
@@ -47,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tokensentry {__version__}")
     parser.add_argument(
         "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr (default: WARNING)",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="log level on stderr (env: TOKENSENTRY_LOG_LEVEL; default: WARNING)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="log lines as text for people or json, one object per line, for collectors "
+        "(env: TOKENSENTRY_LOG_FORMAT; default: text)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
@@ -61,12 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        configure_logging(*resolve_log_options(args.log_level, args.log_format, getattr(args, "config", None)))
         return int(args.func(args) or 0)
     except TokenSentryError as exc:
         print(f"tokensentry {args.command}: error: {exc}", file=sys.stderr)

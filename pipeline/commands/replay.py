@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.assemble import build_pipeline, open_store
 from pipeline.commands.common import add_settings_arguments, load_mapping, settings_from_args
+from pipeline.metrics import Metrics, MetricsServer
 from pipeline.parsers import FORMAT_IDS
 from pipeline.runner import Pipeline, RunStats
 from pipeline.sinks.actions import JsonLinesActionSink
@@ -40,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress on stderr")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics on metrics.host:PORT while replaying (0 picks a free port; default: no endpoint)",
+    )
     add_settings_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -58,17 +65,21 @@ def run(args: argparse.Namespace) -> int:
     sinks = [JsonLinesActionSink(args.actions)] if args.actions else []
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.perf_counter()
-    store = open_store(settings)
+    metrics = Metrics(stall_timeout_s=settings.metrics.stall_timeout_s)
+    server = MetricsServer(metrics, settings.metrics.host, args.metrics_port).start() if args.metrics_port is not None else None
+    store = metrics.instrument_store(open_store(settings))
     try:
         pipeline = build_pipeline(settings, store=store, log_format=args.format, mapping=mapping, action_sinks=sinks)
         progress = Progress(enabled=show_progress)
         for path in args.files:
-            replay_file(pipeline, path, settings.batch_lines, progress)
+            replay_file(pipeline, path, settings.batch_lines, progress, metrics)
         progress.close()
     finally:
         for sink in sinks:
             sink.close()
         store.close()
+        if server is not None:
+            server.close()
     summary = summarize(pipeline.stats, pipeline.index.subjects_seen, time.perf_counter() - started)
     if args.json:
         print(json.dumps(summary))
@@ -77,16 +88,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def replay_file(pipeline: Pipeline, path: str, batch_lines: int, progress: Progress) -> None:
+def replay_file(pipeline: Pipeline, path: str, batch_lines: int, progress: Progress, metrics: Metrics | None = None) -> None:
     """Replay one file; its open windows are closed at its end.
 
     NOTE: each file is an independent event-time stream, so a window that
     spans two rotated files of the same gateway is split at the boundary.
     """
     for batch in read_batches(path, batch_lines):
+        started = time.perf_counter()
         pipeline.process(batch)
+        if metrics is not None:
+            metrics.observe_batch(pipeline.stats, time.perf_counter() - started)
         progress.update(pipeline.stats)
+    started = time.perf_counter()
     pipeline.finish()
+    if metrics is not None:
+        metrics.observe_batch(pipeline.stats, time.perf_counter() - started)
     progress.update(pipeline.stats, force=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.commands.common import add_settings_arguments, load_mapping, settings_from_args
+from pipeline.metrics import Metrics, MetricsServer
 from pipeline.parsers import FORMAT_IDS
 from pipeline.worker import Worker, WorkerOptions
 
@@ -105,9 +107,13 @@ def run(args: argparse.Namespace) -> int:
         log_format=args.format,
         mapping=load_mapping(args.mapping),
     )
-    worker = Worker(settings, options)
+    metrics = Metrics(stall_timeout_s=settings.metrics.stall_timeout_s, ready_max_lag=settings.metrics.ready_max_lag)
+    worker = Worker(settings, options, exporter=metrics)
     started = time.perf_counter()
-    asyncio.run(worker.run())
+    with contextlib.ExitStack() as stack:
+        if settings.metrics.enabled:
+            stack.enter_context(MetricsServer(metrics, settings.metrics.host, settings.metrics.port))
+        asyncio.run(worker.run())
     summary = summarize(worker.metrics.snapshot(), time.perf_counter() - started)
     if args.json:
         print(json.dumps(summary))

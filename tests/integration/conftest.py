@@ -289,6 +289,8 @@ class TokenSentry:
         # One secret for every process, so token ids match across workers and produce.
         self.env["TOKENSENTRY_HASH_SECRET"] = secrets.token_hex(32)
         self.env["TOKENSENTRY_KAFKA__RECEIPT_TOPIC"] = names.receipt_topic
+        # Several workers run on this host: port 0 gives each metrics endpoint a free port.
+        self.env["TOKENSENTRY_METRICS__PORT"] = "0"
 
     def command(self, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
         """Run ``tokensentry ARGS`` and fail the test with its output when it exits non-zero."""
