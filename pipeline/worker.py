@@ -18,28 +18,11 @@ smaller baseline.
 
 Checkpoints
 -----------
-A partition's state is saved with ``Pipeline.checkpoint()`` into the
-ClickHouse table ``state_checkpoints`` of the audit store, one row per
-(group, topic, partition) with the offset the state covers. It is saved
-when partitions are revoked, when the worker stops, and every
-``checkpoint_interval_s`` seconds (or ``checkpoint_every_batches``
-batches), but only when the offset equals the group's committed offset.
-A worker that gets a partition restores the latest checkpoint, seeks to its
-offset and replays the records up to the committed offset with Kafka
-publishing muted: those records' audit rows are rewritten with the same ids,
-and their actions and dead letters are already on the topics.
-
-Why ClickHouse rather than a compacted Kafka state topic: a checkpoint
-contains every subject's arrays and the events of the open windows. It
-outgrows Kafka's default 1 MiB record limit (``message.max.bytes``) at a
-few thousand subjects per partition (measured with five requests per
-subject: 0.8 MB at 5,000 subjects, 3.3 MB at 20,000), while a ClickHouse
-``String`` value has no such limit and compresses with ZSTD. The workers of a group already
-share one ClickHouse server for the audit trail, and the
-ReplacingMergeTree table keeps only the latest row per partition after
-merges, as compaction would. The cost: with an embedded chDB store every
-worker has its own checkpoints, so a partition that moves to another worker
-starts with fresh state there.
+Each partition's state is checkpointed into the audit store. A worker that
+is assigned the partition restores the latest checkpoint and replays the
+records after it, up to the committed offset, without publishing.
+``pipeline.checkpoints`` describes when states are saved and which
+checkpoints are discarded.
 
 Delivery guarantee
 ------------------
@@ -59,14 +42,10 @@ subject.
 
 Backpressure
 ------------
-A write that fails with a retriable error (the store's transient errors,
-``PublishError`` from the producer) is retried in place with capped
-exponential backoff while fetching is paused. Retrying the write, not the
-whole batch, keeps the batch's events from being added to the windows
-twice. The worker keeps polling the paused consumer, so it stays in the
-group, while the paused partitions fetch nothing: memory stays bounded by
-the batch in flight plus aiokafka's prefetch buffer. Non-retriable errors
-stop the worker without committing the failed batch.
+A write that fails with a retriable error is retried in place while
+fetching is paused, and the worker keeps polling the paused consumer to
+stay in the group (``pipeline.backpressure``). Non-retriable errors stop the
+worker without committing the failed batch.
 
 Shutdown
 --------
@@ -79,10 +58,8 @@ on it, leaves its offsets uncommitted and raises ``BatchAbortedError``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -99,46 +76,37 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipeline.alerts import WebhookAlertSink
 from pipeline.assemble import build_pipeline, open_store
+from pipeline.backpressure import (
+    BatchAbortedError,
+    PartitionSink,
+    PublishGate,
+    RetryingStore,
+    WorkerError,
+    WriteRetrier,
+)
+from pipeline.checkpoints import Checkpointer
 from pipeline.config import Settings
 from pipeline.enforce.receipts import collect_receipts
-from pipeline.errors import TokenSentryError
 from pipeline.kafka_admin import KafkaUnavailableError, ensure_topics, topic_specs
 from pipeline.runner import BatchResult, Pipeline
 from pipeline.sinks.clickhouse import AuditStore
-from pipeline.sinks.kafka import (
-    KafkaActionSink,
-    KafkaDeadLetterSink,
-    ProducerBridge,
-    build_producer,
-    is_retriable_kafka_error,
-)
+from pipeline.sinks.kafka import KafkaActionSink, KafkaDeadLetterSink, ProducerBridge, build_producer
 from pipeline.sinks.store_errors import StoreError
-from pipeline.sinks.store_retry import RetryPolicy, call_with_retry, is_transient
 from pipeline.sources.kafka import build_consumer, line_batch, subscribe
+
+# WorkerError and BatchAbortedError are defined in pipeline.backpressure and
+# exported from here too.
+__all__ = ["BatchAbortedError", "PartitionState", "Worker", "WorkerError", "WorkerMetrics", "WorkerOptions"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CHECKPOINT_TABLE = "state_checkpoints"
 
 # While a batch runs in the pipeline thread, the event loop checks it this
 # often and, when fetching is paused, polls the consumer so that the group
 # keeps counting this member as alive (max.poll.interval.ms).
 KEEPALIVE_POLL_S = 1.0
 PROGRESS_LOG_INTERVAL_S = 30.0
-
-# Checkpoint reads and writes are retried this way, then given up. A checkpoint
-# that was not saved costs a longer replay from the previous one.
-CHECKPOINT_RETRY = RetryPolicy(attempts=4, initial_delay_s=0.5, max_delay_s=5.0)
-
-
-class WorkerError(TokenSentryError):
-    """The worker stopped because a batch could not be processed or written."""
-
-
-class BatchAbortedError(WorkerError):
-    """A batch was given up during shutdown; its offsets were not committed."""
 
 
 @dataclass(slots=True)
@@ -192,15 +160,6 @@ class WorkerMetrics:
         return values
 
 
-class PublishGate:
-    """Whether a partition's Kafka sinks publish; closed while replaying records published before."""
-
-    __slots__ = ("open",)
-
-    def __init__(self) -> None:
-        self.open = True
-
-
 @dataclass(slots=True)
 class PartitionState:
     """A partition's pipeline and positions.
@@ -227,201 +186,6 @@ class PartitionState:
     @property
     def label(self) -> str:
         return f"{self.partition.topic}/{self.partition.partition}"
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A saved partition state: the ``Pipeline.checkpoint`` blob and the first offset it does not cover."""
-
-    offset: int
-    state: bytes
-
-
-class CheckpointStore:
-    """Partition checkpoints in the audit store's ``state_checkpoints`` table.
-
-    One row per (group, topic, partition) remains after merges, because the
-    table is a ReplacingMergeTree on ``version``, the write time in
-    nanoseconds. Reads take the newest row, so they are exact before merges too.
-    """
-
-    def __init__(self, store: AuditStore, group_id: str, owner: str) -> None:
-        # TODO: use a public AuditStore method once the store exposes one for
-        # tables it does not own; _writer is the store's read-write client.
-        self._client = store._writer  # noqa: SLF001
-        self._database = store.database
-        self.group_id = group_id
-        self.owner = owner
-
-    def create_table(self) -> None:
-        """Create ``state_checkpoints`` if it does not exist (idempotent, safe from several workers)."""
-        call_with_retry(
-            lambda: self._client.command(
-                f"""
-                CREATE TABLE IF NOT EXISTS {self._database}.{CHECKPOINT_TABLE}
-                (
-                    group_id String,
-                    topic String,
-                    partition Int32,
-                    offset Int64 COMMENT 'first offset the state does not cover: resume reading here',
-                    version UInt64 COMMENT 'write time in ns; the newest row wins',
-                    owner String COMMENT 'worker that wrote the row: client id, host and pid',
-                    state_bytes UInt64,
-                    state String CODEC(ZSTD(3)) COMMENT 'Pipeline.checkpoint() pickle; restore only rows this project wrote',
-                    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
-                )
-                ENGINE = ReplacingMergeTree(version)
-                ORDER BY (group_id, topic, partition)
-                """
-            ),
-            policy=CHECKPOINT_RETRY,
-            description=f"create table {self._database}.{CHECKPOINT_TABLE}",
-        )
-
-    def save(self, partition: TopicPartition, offset: int, state: bytes) -> None:
-        """Insert a checkpoint row; raises the store's errors once the retries are used up."""
-        row = [self.group_id, partition.topic, partition.partition, offset, time.time_ns(), self.owner, len(state), state]
-        call_with_retry(
-            lambda: self._client.insert(
-                CHECKPOINT_TABLE,
-                [row],
-                column_names=["group_id", "topic", "partition", "offset", "version", "owner", "state_bytes", "state"],
-                database=self._database,
-            ),
-            policy=CHECKPOINT_RETRY,
-            description=f"save checkpoint of {partition.topic}/{partition.partition} at offset {offset}",
-        )
-
-    def load(self, partition: TopicPartition) -> Checkpoint | None:
-        """Return the newest checkpoint of ``partition`` for this group, or None."""
-        result = call_with_retry(
-            lambda: self._client.query(
-                f"SELECT offset, state FROM {self._database}.{CHECKPOINT_TABLE} "
-                "WHERE group_id = {group:String} AND topic = {topic:String} AND partition = {partition:Int32} "
-                "ORDER BY version DESC LIMIT 1",
-                parameters={"group": self.group_id, "topic": partition.topic, "partition": partition.partition},
-                column_formats={"state": "bytes"},
-            ),
-            policy=CHECKPOINT_RETRY,
-            description=f"load checkpoint of {partition.topic}/{partition.partition}",
-        )
-        if not result.result_rows:
-            return None
-        offset, state = result.result_rows[0]
-        return Checkpoint(offset=int(offset), state=state)
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """Return True when repeating the write that raised ``exc`` may succeed."""
-    if isinstance(exc, BatchAbortedError):
-        return False
-    if getattr(exc, "retriable", False) is True:
-        return True
-    if isinstance(exc, StoreError | DatabaseError):
-        return is_transient(exc)
-    return is_retriable_kafka_error(exc)
-
-
-class WriteRetrier:
-    """Repeats one write of the batch in flight until it succeeds, with capped exponential backoff.
-
-    Runs in the pipeline thread. ``on_wait`` is called before the first
-    retry (the worker pauses fetching) and ``on_resume`` after the write
-    succeeded. Setting ``abort`` makes a waiting retry raise ``BatchAbortedError``.
-    """
-
-    def __init__(
-        self,
-        *,
-        initial_s: float,
-        max_s: float,
-        abort: threading.Event,
-        on_wait: Callable[[], None],
-        on_resume: Callable[[], None],
-        metrics: WorkerMetrics,
-    ) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.abort = abort
-        self.on_wait = on_wait
-        self.on_resume = on_resume
-        self.metrics = metrics
-        self.batch_label = "no batch"
-        """The batch in flight, e.g. 'gateway-logs/3 offsets 100-599', for log lines."""
-
-    def delay_s(self, attempt: int) -> float:
-        """Return the wait before retry ``attempt`` (1-based): doubling from ``initial_s``, capped, with 20% jitter."""
-        return min(self.max_s, self.initial_s * 2 ** (attempt - 1)) * (1.0 + 0.2 * random.random())
-
-    def call(self, description: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``operation(*args, **kwargs)``, retrying it while it fails with a retriable error."""
-        attempt = 0
-        while True:
-            try:
-                result = operation(*args, **kwargs)
-            except Exception as exc:
-                if not is_retriable(exc):
-                    raise
-                attempt += 1
-                self.metrics.write_retries += 1
-                if attempt == 1:
-                    self.on_wait()
-                delay = self.delay_s(attempt)
-                logger.warning(
-                    "%s for %s failed on attempt %d: %s; fetching paused, the batch is kept and its offsets "
-                    "are not committed; retrying in %.1f s",
-                    description,
-                    self.batch_label,
-                    attempt,
-                    exc,
-                    delay,
-                )
-                if self.abort.wait(delay):
-                    raise BatchAbortedError(
-                        f"gave up {description} for {self.batch_label} after {attempt} failed attempts "
-                        f"during shutdown (last error: {exc}); its offsets are not committed, so the "
-                        "partition's next owner processes the batch again"
-                    ) from exc
-                continue
-            if attempt:
-                logger.info("%s for %s succeeded on attempt %d; resuming fetching", description, self.batch_label, attempt + 1)
-                self.on_resume()
-            return result
-
-
-class RetryingStore:
-    """Audit store wrapper that the pipeline writes through: every ``write_*`` call goes through a ``WriteRetrier``."""
-
-    def __init__(self, store: AuditStore, retrier: WriteRetrier) -> None:
-        self._store = store
-        self._retrier = retrier
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name.startswith("write_") and callable(attribute):
-            return functools.partial(self._retrier.call, f"store {name}", attribute)
-        return attribute
-
-
-class PartitionSink:
-    """A shared Kafka sink seen from one partition: muted by its gate, retried by the retrier."""
-
-    def __init__(self, sink: Any, gate: PublishGate, retrier: WriteRetrier) -> None:
-        self.sink = sink
-        self.sink_id = sink.sink_id
-        self.gate = gate
-        self.retrier = retrier
-
-    def publish(self, items: list) -> None:
-        if not items:
-            return
-        if not self.gate.open:
-            logger.debug("%s: %d records not published again while replaying", self.sink_id, len(items))
-            return
-        self.retrier.call(f"{self.sink_id} publish of {len(items)} records", self.sink.publish, items)
-
-    def close(self) -> None:
-        self.sink.close()
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -477,7 +241,7 @@ class Worker:
         self._last_activity = time.monotonic()
         self._last_progress_log = time.monotonic()
         self._store: AuditStore | None = None
-        self._checkpoints: CheckpointStore | None = None
+        self._checkpointer: Checkpointer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._action_sink: KafkaActionSink | None = None
@@ -538,8 +302,16 @@ class Worker:
     async def _start(self) -> None:
         kafka = self.kafka
         self._store = await self._in_thread(self._store_opener, self.settings)
-        self._checkpoints = CheckpointStore(self._store, kafka.group_id, self.owner)
-        await self._in_thread(self._checkpoints.create_table)
+        self._checkpointer = Checkpointer(
+            self._store,
+            group_id=kafka.group_id,
+            owner=self.owner,
+            interval_s=self.options.checkpoint_interval_s,
+            every_batches=self.options.checkpoint_every_batches,
+            metrics=self.metrics,
+            run_in_thread=self._in_thread,
+            build_pipeline=self._build_pipeline,
+        )
         created = await ensure_topics(kafka, topic_specs(kafka))
         if created:
             logger.info("created topics %s", ", ".join(created))
@@ -619,6 +391,7 @@ class Worker:
         assert self._consumer is not None
         assert self._stop is not None
         assert self._round_lock is not None
+        assert self._checkpointer is not None
         poll_ms = int(self.options.poll_timeout_s * 1000)
         while not self._stop.is_set():
             self._raise_listener_error()
@@ -636,7 +409,7 @@ class Worker:
                 if records:
                     self._last_activity = time.monotonic()
                     await self._process_round(records)
-                await self._checkpoint_due()
+                await self._checkpointer.save_due(self._partitions.values())
             self._update_lag()
             self._log_progress()
             if not records and self._idle_expired():
@@ -670,7 +443,7 @@ class Worker:
         1. ``Pipeline.process`` per partition batch: audit rows written, then
            actions and dead letters published and acknowledged;
         2. commit the next offset of every partition processed in step 1;
-        3. (in ``_checkpoint_due``) checkpoint partitions whose interval passed.
+        3. (in ``Checkpointer.save_due``) checkpoint partitions whose interval passed.
         A failure in step 1 still commits the partitions finished before it.
         """
         done: dict[TopicPartition, int] = {}
@@ -810,6 +583,9 @@ class Worker:
             if done:
                 return future.result()
             if self._fetch_paused:
+                if self._exporter is not None:
+                    # Retrying a failed write in place is progress for /healthz; a call that hangs is not.
+                    self._exporter.tick()
                 await self._poll_paused()
 
     async def _poll_paused(self) -> None:
@@ -887,6 +663,7 @@ class Worker:
             logger.info("assigned partitions %s in group %s", _describe_partitions(assigned) or "(none)", self.kafka.group_id)
 
     async def _release(self, revoked: set[TopicPartition]) -> None:
+        assert self._checkpointer is not None
         states = [self._partitions.pop(partition) for partition in sorted(revoked) if partition in self._partitions]
         healthy = [state for state in states if not state.failed and state.next_offset is not None]
         for state in healthy:
@@ -896,13 +673,13 @@ class Worker:
         if uncommitted:
             await self._commit(uncommitted)
         for state in healthy:
-            await self._checkpoint(state, "revoked")
+            await self._checkpointer.save(state, "revoked")
         if states:
             logger.info("revoked partitions %s", _describe_partitions(revoked))
 
     async def _claim(self, partition: TopicPartition) -> PartitionState:
         assert self._consumer is not None
-        assert self._checkpoints is not None
+        assert self._checkpointer is not None
         committed = await self._consumer.committed(partition)
         previous_state = self._released.get(partition)
         if previous_state is not None and committed is not None and previous_state.next_offset == committed:
@@ -912,54 +689,9 @@ class Worker:
         gate = PublishGate()
         pipeline = await self._in_thread(self._build_pipeline, gate)
         state = PartitionState(partition, pipeline, gate, next_offset=committed, committed_offset=committed)
-        checkpoint = await self._in_thread(self._checkpoints.load, partition)
-        if checkpoint is None and committed is None:
-            logger.info("%s: no checkpoint and no committed offset, starting with empty state at the earliest offset", state.label)
-            return state
-        if checkpoint is None:
-            # NOTE: windows that were open at the committed offset restart
-            # without their earlier events, so their counts are low once.
-            logger.warning(
-                "%s: no checkpoint for group %s, starting with empty state at the committed offset %d",
-                state.label,
-                self.kafka.group_id,
-                committed,
-            )
-            return state
-        if committed is not None and checkpoint.offset > committed:
-            logger.warning(
-                "%s: discarding the checkpoint at offset %d because the committed offset %d is lower (offsets were "
-                "reset); starting with empty state",
-                state.label,
-                checkpoint.offset,
-                committed,
-            )
-            return state
-        try:
-            await self._in_thread(pipeline.restore, checkpoint.state)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint (older format, changed classes) is discarded
-            logger.warning(
-                "%s: discarding the checkpoint at offset %d, which cannot be restored (%s: %s); starting with empty state",
-                state.label,
-                checkpoint.offset,
-                type(exc).__name__,
-                exc,
-            )
-            # restore() may have replaced part of the state before it failed.
-            state.pipeline = await self._in_thread(self._build_pipeline, gate)
-            return state
-        self._consumer.seek(partition, checkpoint.offset)
-        state.next_offset = checkpoint.offset
-        state.checkpoint_offset = checkpoint.offset
-        state.replay_until = committed if committed is not None else checkpoint.offset
-        logger.info(
-            "%s: restored the checkpoint at offset %d (%d bytes); replaying %d records up to the committed offset "
-            "without publishing",
-            state.label,
-            checkpoint.offset,
-            len(checkpoint.state),
-            state.replay_until - checkpoint.offset,
-        )
+        checkpoint_offset = await self._checkpointer.restore(state)
+        if checkpoint_offset is not None:
+            self._consumer.seek(partition, checkpoint_offset)
         return state
 
     def _build_pipeline(self, gate: PublishGate) -> Pipeline:
@@ -986,48 +718,12 @@ class Worker:
 
     # ---- checkpoints -----------------------------------------------------
 
-    async def _checkpoint_due(self) -> None:
-        now = time.monotonic()
-        every = self.options.checkpoint_every_batches
-        for state in list(self._partitions.values()):
-            # A partition with commits but no checkpoint would restart with
-            # empty windows at the committed offset, so its first checkpoint is due at once.
-            first = state.checkpoint_offset is None and state.batches_since_checkpoint > 0
-            due_by_time = now - state.last_checkpoint >= self.options.checkpoint_interval_s
-            due_by_count = every > 0 and state.batches_since_checkpoint >= every
-            if first or due_by_time or due_by_count:
-                await self._checkpoint(state, "first" if first else "interval")
-
     async def _checkpoint_all(self, reason: str) -> None:
         assert self._round_lock is not None
+        assert self._checkpointer is not None
         async with self._round_lock:
             for state in list(self._partitions.values()):
-                await self._checkpoint(state, reason)
-
-    async def _checkpoint(self, state: PartitionState, reason: str) -> None:
-        """Save ``state`` if it covers exactly the committed offsets and changed since its last checkpoint."""
-        assert self._checkpoints is not None
-        state.last_checkpoint = time.monotonic()
-        state.batches_since_checkpoint = 0
-        offset = state.next_offset
-        if state.failed or offset is None or offset != state.committed_offset or offset == state.checkpoint_offset:
-            return
-        blob = await self._in_thread(state.pipeline.checkpoint)
-        try:
-            await self._in_thread(self._checkpoints.save, state.partition, offset, blob)
-        except (StoreError, DatabaseError) as exc:
-            logger.warning(
-                "%s: checkpoint at offset %d (%s) not saved: %s; a new owner restores an older checkpoint and replays more",
-                state.label,
-                offset,
-                reason,
-                exc,
-            )
-            return
-        state.checkpoint_offset = offset
-        self.metrics.checkpoints += 1
-        self.metrics.checkpoint_bytes += len(blob)
-        logger.info("%s: checkpointed at offset %d (%s, %d bytes)", state.label, offset, reason, len(blob))
+                await self._checkpointer.save(state, reason)
 
 
 def _describe_partitions(partitions: set[TopicPartition] | Sequence[TopicPartition]) -> str:

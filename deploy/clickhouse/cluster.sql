@@ -13,10 +13,11 @@
 -- itself (the subject, or the id), so every redelivered copy lands on the
 -- same shard as the original, where merges and FINAL collapse it.
 --
--- Columns, ORDER BY, partitions and TTLs are those of migrations 001-004
+-- Columns, ORDER BY, partitions and TTLs are those of migrations 001-005
 -- with the default retention (events 30 days, windows and token_minute 90,
--- the rest 365). tests/unit/test_store_deploy_sql.py checks that the
--- column lists stay equal to the migrations'. Change retention with
+-- no TTL on state_checkpoints, the rest 365).
+-- tests/unit/test_store_deploy_sql.py checks that the column lists stay
+-- equal to the migrations'. Change retention with
 --   ALTER TABLE tokensentry.<table>_local ON CLUSTER '{cluster}'
 --   MODIFY TTL toDateTime(<column>) + toIntervalDay(<days>);
 
@@ -240,3 +241,23 @@ CREATE TABLE IF NOT EXISTS tokensentry.receipts ON CLUSTER '{cluster}' AS tokens
 ENGINE = Distributed('{cluster}', tokensentry, receipts_local, cityHash64(action_id));
 
 CREATE VIEW IF NOT EXISTS tokensentry.receipts_final ON CLUSTER '{cluster}' AS SELECT * FROM tokensentry.receipts FINAL;
+
+CREATE TABLE IF NOT EXISTS tokensentry.state_checkpoints_local ON CLUSTER '{cluster}'
+(
+    group_id String,
+    topic String,
+    partition Int32,
+    offset Int64 COMMENT 'first offset the state does not cover: resume reading here',
+    version UInt64 COMMENT 'write time in ns; the newest row wins',
+    owner String COMMENT 'worker that wrote the row: client id, host and pid',
+    state_bytes UInt64,
+    state String CODEC(ZSTD(3)) COMMENT 'Pipeline.checkpoint() pickle; restore only rows this project wrote',
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tokensentry/state_checkpoints_local', '{replica}', version)
+ORDER BY (group_id, topic, partition);
+
+-- Sharded by the sort key, so all rows of one partition's checkpoints are on
+-- one shard, where FINAL in load_checkpoint picks the newest.
+CREATE TABLE IF NOT EXISTS tokensentry.state_checkpoints ON CLUSTER '{cluster}' AS tokensentry.state_checkpoints_local
+ENGINE = Distributed('{cluster}', tokensentry, state_checkpoints_local, cityHash64(group_id, topic, partition));

@@ -1,5 +1,8 @@
 """Audit store: events, windows, detections, actions and receipts in ClickHouse.
 
+The store also keeps the Kafka workers' partition checkpoints
+(``save_checkpoint``, ``load_checkpoint``) in the table ``state_checkpoints``.
+
 ``AuditStore.open(dsn)`` connects through clickhouse-connect to either an
 embedded chDB engine (``chdb:///abs/dir``, the default for one machine) or a
 ClickHouse server (``http(s)://user:password@host:port/db``). The schema comes
@@ -24,6 +27,12 @@ crash-and-redeliver. It can still double-count when two workers write the
 same partition at the same moment (a consumer-group rebalance while both are
 mid-batch). The raw tables stay exact through FINAL even then.
 
+Errors. When a ``write_*`` or checkpoint call still fails on a transient
+cause (connection refused, timeout, server restarting) after every attempt
+of its ``RetryPolicy``, it raises ``TransientStoreError``, whose
+``retriable`` is True, so the caller can decide from the class whether to
+try again. Other ClickHouse failures of these calls raise ``StoreError``.
+
 chDB runs one engine per process and one process per directory. A second
 process that opens the same directory gets ``StoreInUseError``.
 """
@@ -36,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import clickhouse_connect
 import numpy as np
@@ -46,7 +55,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from pipeline.sinks import store_arrow, store_chdb, store_migrations
 from pipeline.sinks.store_dsn import ChdbTarget, ServerTarget, mask_dsn, parse_dsn
-from pipeline.sinks.store_errors import StoreError, StoreInUseError, StoreReadOnlyError
+from pipeline.sinks.store_errors import StoreError, StoreInUseError, StoreReadOnlyError, TransientStoreError
 from pipeline.sinks.store_migrations import Retention
 from pipeline.sinks.store_retry import RetryPolicy, call_with_retry, is_transient
 from schemas.actions import Action, ActionReceipt
@@ -59,11 +68,13 @@ T = TypeVar("T")
 
 __all__ = [
     "AuditStore",
+    "Checkpoint",
     "Retention",
     "RetryPolicy",
     "StoreError",
     "StoreInUseError",
     "StoreReadOnlyError",
+    "TransientStoreError",
 ]
 
 # ClickHouse error codes the store turns into specific advice.
@@ -84,9 +95,27 @@ READER_SETTINGS = {"readonly": 2}
 EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0}
 ASYNC_INSERT_SETTINGS = {"async_insert": 1, "wait_for_async_insert": 1}
 
+CHECKPOINT_TABLE = "state_checkpoints"
+CHECKPOINT_COLUMNS = ["group_id", "topic", "partition", "offset", "version", "owner", "state_bytes", "state"]
+# On a cluster (deploy/clickhouse/cluster.sql) state_checkpoints is a
+# Distributed table, which by default queues inserts and sends them to the
+# shard later. A synchronous insert makes a saved checkpoint readable at once
+# by the partition's next owner. insert_distributed_sync is the older name of
+# distributed_foreground_insert and still its alias (ClickHouse settings
+# reference; chDB 4.4 accepts both), so older servers accept it too. On a
+# single node the setting has no effect. NOTE: not yet run on a cluster.
+CHECKPOINT_INSERT_SETTINGS = {"insert_distributed_sync": 1}
+
+
+class Checkpoint(NamedTuple):
+    """A stored partition state: the first offset it does not cover and the ``Pipeline.checkpoint`` blob."""
+
+    offset: int
+    state: bytes
+
 
 class AuditStore:
-    """Columnar writer and read-only query access for the audit tables.
+    """Columnar writer and read-only query access for the audit tables, and the workers' checkpoint table.
 
     Use ``open`` to create one. Methods may be called from several threads:
     each call is one request on a client that serializes its own calls. Two
@@ -240,7 +269,10 @@ class AuditStore:
 
         Raises:
             ValueError, TypeError: the batch does not match ``EVENT_COLUMNS``.
-            StoreError: the insert failed for good. The message names the table.
+            TransientStoreError: the retries are used up on a transient
+                failure. The same call may succeed later.
+            StoreError: the insert failed for another reason. The message
+                names the table.
         """
         self._check_open()
         table = store_arrow.events_table(columns)
@@ -363,6 +395,91 @@ class AuditStore:
         )
         column = result.result_columns[0] if result.result_columns else []
         return np.asarray(column, dtype=np.uint64)
+
+    # ---- partition checkpoints -------------------------------------------
+
+    def save_checkpoint(
+        self,
+        group_id: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        state: bytes,
+        *,
+        owner: str,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Insert the state of one Kafka partition as processed by consumer group ``group_id``.
+
+        ``offset`` is the first offset the state does not cover, and
+        ``owner`` names the writing worker in the row. The row's ``version``
+        is the write time in nanoseconds, so the newest save wins in
+        ``load_checkpoint`` and when parts merge. ``retry`` replaces the
+        store's retry policy for this call.
+
+        Raises:
+            TransientStoreError: the retries are used up on a transient
+                failure. The same call may succeed later.
+            StoreError: the insert failed for another reason, e.g. the
+                table is missing because ``migrate`` has not run.
+        """
+        self._check_open()
+        row = [group_id, topic, partition, offset, time.time_ns(), owner, len(state), state]
+        action = f"Checkpoint save of {topic}/{partition} (group {group_id}, offset {offset}, {len(state)} bytes)"
+        try:
+            call_with_retry(
+                lambda: self._writer.insert(
+                    CHECKPOINT_TABLE,
+                    [row],
+                    column_names=CHECKPOINT_COLUMNS,
+                    database=self.database,
+                    settings=dict(CHECKPOINT_INSERT_SETTINGS),
+                ),
+                policy=retry or self._retry,
+                description=f"{action} into {self.database}.{CHECKPOINT_TABLE}",
+            )
+        except DatabaseError as error:
+            raise _checkpoint_error(action, self.database, error) from error
+
+    def load_checkpoint(
+        self,
+        group_id: str,
+        topic: str,
+        partition: int,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> Checkpoint | None:
+        """Return the newest checkpoint of ``topic``/``partition`` saved for ``group_id``, or None.
+
+        FINAL keeps only the row with the highest ``version``, so the result
+        is exact before parts merge. ``retry`` replaces the store's retry
+        policy for this call.
+
+        Raises:
+            TransientStoreError: the retries are used up on a transient
+                failure. The same call may succeed later.
+            StoreError: the query failed for another reason, e.g. the
+                table is missing because ``migrate`` has not run.
+        """
+        self._check_open()
+        action = f"Checkpoint load of {topic}/{partition} (group {group_id})"
+        try:
+            result = call_with_retry(
+                lambda: self._writer.query(
+                    f"SELECT offset, state FROM {self.database}.{CHECKPOINT_TABLE} FINAL "
+                    "WHERE group_id = {group_id:String} AND topic = {topic:String} AND partition = {partition:Int32}",
+                    parameters={"group_id": group_id, "topic": topic, "partition": partition},
+                    column_formats={"state": "bytes"},
+                ),
+                policy=retry or self._retry,
+                description=f"{action} from {self.database}.{CHECKPOINT_TABLE}",
+            )
+        except DatabaseError as error:
+            raise _checkpoint_error(action, self.database, error) from error
+        if not result.result_rows:
+            return None
+        offset, state = result.result_rows[0]
+        return Checkpoint(offset=int(offset), state=state)
 
     # ---- reads -----------------------------------------------------------
 
@@ -496,6 +613,18 @@ def _connect_server(label: str, options: Mapping[str, Any]) -> Client:
 def _write_error(database: str, table_name: str, rows: int, error: DatabaseError) -> StoreError:
     code = getattr(error, "code", None)
     advice = "Run AuditStore.migrate() to create or update the schema." if code in SCHEMA_CODES else ""
+    error_class = StoreError
     if is_transient(error):
         advice = "The retries are used up. Do not commit the batch's source offsets, so that it is redelivered."
-    return StoreError(f"Insert of {rows} rows into {database}.{table_name} failed (ClickHouse code {code}): {error}. {advice}".rstrip())
+        error_class = TransientStoreError
+    return error_class(f"Insert of {rows} rows into {database}.{table_name} failed (ClickHouse code {code}): {error}. {advice}".rstrip())
+
+
+def _checkpoint_error(action: str, database: str, error: DatabaseError) -> StoreError:
+    code = getattr(error, "code", None)
+    message = f"{action} in {database}.{CHECKPOINT_TABLE} failed (ClickHouse code {code}): {error}."
+    if is_transient(error):
+        return TransientStoreError(f"{message} The retries are used up. Try again once the server is reachable.")
+    if code in SCHEMA_CODES:
+        return StoreError(f"{message} Run AuditStore.migrate() to create the {CHECKPOINT_TABLE} table.")
+    return StoreError(message)

@@ -106,7 +106,10 @@ def call_with_retry(
     "insert into tokensentry.events (50000 rows)". Driver errors and store
     errors that wrap one are retried when ``is_transient`` returns True. The last
     error is re-raised unchanged once the attempts are used up, and
-    non-transient errors are re-raised at once.
+    non-transient errors are re-raised at once. Every failed attempt, the
+    last one included, is logged at WARNING, because the caller decides
+    whether giving up is an error (the Kafka worker retries a failed batch
+    write in its own loop).
     """
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -116,7 +119,7 @@ def call_with_retry(
             if not is_transient(error):
                 raise
             if attempt == policy.attempts:
-                logger.error(
+                logger.warning(
                     "%s failed on attempt %d of %d (ClickHouse code %s), giving up: %s",
                     description,
                     attempt,

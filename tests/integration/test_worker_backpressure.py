@@ -1,4 +1,8 @@
-"""A store outage: the worker pauses fetching, retries the same write with backoff, and commits only after it."""
+"""A store outage: the worker pauses fetching, retries the same write with backoff, and commits only after it.
+
+The worker retries a write when the error's class is retriable
+(``TransientStoreError``), and stops on any other store error.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,25 @@ WORKER_SCRIPT = textwrap.dedent(
     import asyncio, json, logging, sys
 
     from aiokafka.admin import AIOKafkaAdminClient
+    from clickhouse_connect.driver.exceptions import OperationalError
 
     from pipeline.assemble import open_store
     from pipeline.config import load_settings
-    from pipeline.errors import TransientStoreError
+    from pipeline.errors import StoreError, TransientStoreError
     from pipeline.worker import Worker, WorkerOptions
 
-    bootstrap, group, topic, actions, dead_letters, store, data_dir, failures, shutdown_timeout = sys.argv[1:10]
+    bootstrap, group, topic, actions, dead_letters, store, data_dir, failures, shutdown_timeout, error_kind = sys.argv[1:11]
     observed = []
+
+
+    def injected_error():
+        if error_kind == "transient":
+            return TransientStoreError("injected failure: ClickHouse unavailable")
+        # Not retriable by class, although its cause is a transient driver
+        # error: the worker must decide from the class alone.
+        error = StoreError("injected failure: no such column in table events")
+        error.__cause__ = OperationalError("connection refused")
+        return error
 
 
     async def committed_offsets():
@@ -42,7 +57,7 @@ WORKER_SCRIPT = textwrap.dedent(
 
 
     class FailingStore:
-        '''The audit store, except that the first write_events calls fail like a ClickHouse outage.'''
+        '''The audit store, except that the first write_events calls fail with injected_error().'''
 
         def __init__(self, store, failures):
             self._store = store
@@ -54,7 +69,7 @@ WORKER_SCRIPT = textwrap.dedent(
                 partition = int(columns["partition"][0])
                 committed = asyncio.run(committed_offsets()).get(partition)
                 observed.append({"partition": partition, "first_offset": int(columns["offset"].min()), "committed": committed})
-                raise TransientStoreError("injected failure: ClickHouse unavailable")
+                raise injected_error()
             return self._store.write_events(columns)
 
         def __getattr__(self, name):
@@ -84,7 +99,7 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _script_argv(tokensentry, names, tmp_path, failures: int, shutdown_timeout_s: float) -> list[str]:
+def _script_argv(tokensentry, names, tmp_path, failures: int, shutdown_timeout_s: float, error_kind: str = "transient") -> list[str]:
     script = tmp_path / "failing_worker.py"
     script.write_text(WORKER_SCRIPT)
     return [
@@ -99,6 +114,7 @@ def _script_argv(tokensentry, names, tmp_path, failures: int, shutdown_timeout_s
         str(tmp_path / "data"),
         str(failures),
         str(shutdown_timeout_s),
+        error_kind,
     ]
 
 
@@ -159,6 +175,29 @@ def test_worker_sigterm_during_outage_leaves_batch_uncommitted(tokensentry, name
 
     assert process.returncode == 3, stderr_path.read_text()[-4000:]
     assert report["error"].startswith("BatchAbortedError"), report["error"]
+    failing = report["observed"][0]
+    committed = kafka.committed_offsets(names.group_id, names.log_topic).get(failing["partition"])
+    assert committed is None or committed <= failing["first_offset"], (committed, failing)
+
+
+def test_worker_permanent_store_error_stops(tokensentry, names, kafka, log_data, tmp_path):
+    tokensentry.produce(log_data.lines)
+    result = subprocess.run(
+        _script_argv(tokensentry, names, tmp_path, failures=1, shutdown_timeout_s=30.0, error_kind="permanent"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=tokensentry.env,
+        check=False,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert result.returncode == 3, result.stderr[-4000:]
+    assert report["error"].startswith("WorkerError: audit store failed: injected failure"), report["error"]
+    assert report["metrics"]["write_retries"] == 0
+    assert "failed on attempt" not in result.stderr
+    assert "paused fetching" not in result.stderr
+    assert len(report["observed"]) == 1
     failing = report["observed"][0]
     committed = kafka.committed_offsets(names.group_id, names.log_topic).get(failing["partition"])
     assert committed is None or committed <= failing["first_offset"], (committed, failing)

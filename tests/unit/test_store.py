@@ -7,6 +7,7 @@ next one opens another directory.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -14,14 +15,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from pipeline.sinks.clickhouse import AuditStore, Retention, StoreError, StoreInUseError, StoreReadOnlyError
+from pipeline.sinks.clickhouse import (
+    AuditStore,
+    Retention,
+    RetryPolicy,
+    StoreError,
+    StoreInUseError,
+    StoreReadOnlyError,
+    TransientStoreError,
+)
 from pipeline.sinks.store_migrations import MIGRATIONS_DIR, load_migrations
 from schemas.actions import Action, ActionKind, ActionReceipt, Reason
 from schemas.deadletters import DeadLetter
@@ -560,6 +570,113 @@ def test_write_before_migrate_advises_migrate(tmp_path: Path) -> None:
             store.write_events(event_batch(2))
 
     assert "migrate()" in str(raised.value)
+
+
+def test_write_schema_error_not_retriable(tmp_path: Path) -> None:
+    with AuditStore.open(store_dsn(tmp_path / "store")) as store:
+        with pytest.raises(StoreError) as raised:
+            store.write_windows(window_batch(2))
+
+    assert not isinstance(raised.value, TransientStoreError)
+    assert raised.value.retriable is False
+
+
+# ---- transient failures ----------------------------------------------------
+
+NO_WAIT_RETRY = RetryPolicy(attempts=2, initial_delay_s=0.0, max_delay_s=0.0)
+
+# Driver errors as clickhouse-connect raises them when the server is away:
+# OperationalError without a code for a refused connection, server codes for
+# a timeout and for a connection reset while the server restarts.
+TRANSIENT_ERRORS: dict[str, Callable[[], DatabaseError]] = {
+    "connection refused": lambda: OperationalError("Error HTTPConnectionPool(host='127.0.0.1', port=8123): Connection refused"),
+    "timeout": lambda: DatabaseError("Code: 159. DB::Exception: Timeout exceeded: elapsed 300 seconds", code=159),
+    "server restarting": lambda: DatabaseError("Code: 210. DB::NetException: Connection reset by peer", code=210),
+}
+
+
+@pytest.fixture
+def no_wait_store(tmp_path: Path) -> Iterator[AuditStore]:
+    opened = AuditStore.open(store_dsn(tmp_path / "store"), retry=NO_WAIT_RETRY)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+def fail_client_calls(monkeypatch: pytest.MonkeyPatch, store: AuditStore, method: str, errors: list[Exception]) -> list[str]:
+    """Make the next calls of ``method`` on the store's ClickHouse client raise ``errors`` in turn, then succeed.
+
+    The client is private to AuditStore. Patching it is how these tests make
+    the real chDB engine fail like a lost server. Returns the list of calls made.
+    """
+    client = store._writer  # noqa: SLF001
+    original = getattr(client, method)
+    pending = list(errors)
+    calls: list[str] = []
+
+    def failing(*args: object, **kwargs: object) -> object:
+        calls.append(method)
+        if pending:
+            raise pending.pop(0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, method, failing)
+    return calls
+
+
+@pytest.mark.parametrize("cause", sorted(TRANSIENT_ERRORS))
+def test_write_transient_failure_is_retriable(
+    no_wait_store: AuditStore, monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    errors = [TRANSIENT_ERRORS[cause]() for _ in range(NO_WAIT_RETRY.attempts)]
+    calls = fail_client_calls(monkeypatch, no_wait_store, "insert_arrow", errors)
+
+    with pytest.raises(TransientStoreError) as raised:
+        no_wait_store.write_windows(window_batch(2))
+
+    assert len(calls) == NO_WAIT_RETRY.attempts
+    assert raised.value.retriable is True
+    assert isinstance(raised.value, StoreError)
+    assert raised.value.__cause__ is errors[-1]
+    assert "windows" in str(raised.value)
+    assert "retries are used up" in str(raised.value)
+
+
+def test_write_events_lookup_failure_retriable(
+    no_wait_store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors = [TRANSIENT_ERRORS["connection refused"]() for _ in range(NO_WAIT_RETRY.attempts)]
+    fail_client_calls(monkeypatch, no_wait_store, "query", errors)
+
+    with pytest.raises(TransientStoreError) as raised:
+        no_wait_store.write_events(event_batch(3))
+
+    assert "events" in str(raised.value)
+
+
+def test_write_transient_failure_then_success(no_wait_store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fail_client_calls(monkeypatch, no_wait_store, "insert_arrow", [TRANSIENT_ERRORS["timeout"]()])
+
+    written = no_wait_store.write_windows(window_batch(3))
+
+    assert written == 3
+    assert len(calls) == 2
+    assert single_value(no_wait_store, "SELECT count() FROM windows FINAL") == 3
+
+
+def test_write_giving_up_logs_warning(
+    no_wait_store: AuditStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors = [TRANSIENT_ERRORS["server restarting"]() for _ in range(NO_WAIT_RETRY.attempts)]
+    fail_client_calls(monkeypatch, no_wait_store, "insert_arrow", errors)
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(TransientStoreError):
+        no_wait_store.write_windows(window_batch(1))
+
+    giving_up = [record for record in caplog.records if "giving up" in record.getMessage()]
+    assert len(giving_up) == 1
+    assert giving_up[0].levelno == logging.WARNING
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_write_events_missing_column_names_it(store: AuditStore) -> None:

@@ -78,12 +78,24 @@ def test_retry_schema_error_not_retried() -> None:
 def test_retry_gives_up_after_attempts(caplog: pytest.LogCaptureFixture) -> None:
     operation = FlakyOperation(*[OperationalError("reset") for _ in range(5)])
 
-    with caplog.at_level(logging.ERROR), pytest.raises(OperationalError):
+    with caplog.at_level(logging.WARNING), pytest.raises(OperationalError):
         call_with_retry(operation, policy=FAST, description="insert", sleep=lambda _: None)
 
     assert operation.calls == 3
     assert "attempt 3 of 3" in caplog.text
     assert "giving up" in caplog.text
+
+
+def test_retry_gives_up_at_warning_level(caplog: pytest.LogCaptureFixture) -> None:
+    operation = FlakyOperation(*[OperationalError("reset") for _ in range(3)])
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(OperationalError):
+        call_with_retry(operation, policy=FAST, description="insert", sleep=lambda _: None)
+
+    giving_up = [record for record in caplog.records if "giving up" in record.getMessage()]
+    assert len(giving_up) == 1
+    assert giving_up[0].levelno == logging.WARNING
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_retry_delays_grow_and_cap() -> None:
