@@ -18,6 +18,7 @@ from pipeline.runner import Pipeline
 from pipeline.signing import Signer, keyring_from_settings
 from pipeline.sinks.actions import ActionSink
 from pipeline.sinks.clickhouse import AuditStore
+from pipeline.sinks.write_behind import WriteBehind
 from pipeline.state import SubjectIndex
 from pipeline.windows import TumblingWindows
 
@@ -73,6 +74,7 @@ def build_pipeline(
     mapping: dict[str, str] | None = None,
     action_sinks: Sequence[ActionSink] = (),
     dead_letter_sinks: Sequence = (),
+    writer: WriteBehind | None = None,
 ) -> Pipeline:
     """Wire every stage from ``settings``; the caller owns ``store`` and the sinks."""
     policy_config = load_policy_config(settings)
@@ -98,4 +100,5 @@ def build_pipeline(
         store=store,
         action_sinks=action_sinks,
         dead_letter_sinks=dead_letter_sinks,
+        writer=writer,
     )

@@ -33,6 +33,7 @@ from pipeline.identity import TokenHasher, identify, scrub_text
 from pipeline.parsers import LineParser
 from pipeline.policy import Policy
 from pipeline.sinks.actions import ActionSink
+from pipeline.sinks.write_behind import WriteBehind
 from pipeline.sources.base import LineBatch
 from pipeline.state import SubjectIndex
 from pipeline.windows import TumblingWindows, WindowBatch
@@ -99,6 +100,7 @@ class Pipeline:
         store,
         action_sinks: Sequence[ActionSink] = (),
         dead_letter_sinks: Sequence = (),
+        writer: WriteBehind | None = None,
     ) -> None:
         self.parser = parser
         self.hasher = hasher
@@ -110,12 +112,18 @@ class Pipeline:
         self.store = store
         self.action_sinks = list(action_sinks)
         self.dead_letter_sinks = list(dead_letter_sinks)
+        self.writer = writer
+        """With a writer, step 7 runs on its thread and writes are acknowledged at ``flush``."""
         self.stats = RunStats()
         for detector in self.detectors:
             detector.attach(index)
 
     def process(self, batch: LineBatch) -> BatchResult:
-        """Run one batch through every stage; all its writes are acknowledged on return."""
+        """Run one batch through every stage.
+
+        Without a writer all its writes are acknowledged on return; with one
+        (replay) they are acknowledged once ``flush`` returns.
+        """
         clock = time.perf_counter
         started = clock()
         # 1. parse
@@ -203,7 +211,18 @@ class Pipeline:
             self.index.expire(float(closed.keys["window_end"].max()))
         return BatchResult(events=events, dead_letters=dead_letters, windows=closed, detections=detections, actions=actions)
 
+    def flush(self) -> None:
+        """Wait for every write handed to the writer; raise the first that failed."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def _write(self, events: dict[str, np.ndarray] | None, result: BatchResult) -> None:
+        if self.writer is None:
+            self._write_now(events, result)
+        else:
+            self.writer.submit(self._write_now, events, result)
+
+    def _write_now(self, events: dict[str, np.ndarray] | None, result: BatchResult) -> None:
         started = time.perf_counter()
         if events is not None and len(events["ts"]):
             self.store.write_events(events)

@@ -15,6 +15,7 @@ from pipeline.metrics import Metrics, MetricsServer
 from pipeline.parsers import FORMAT_IDS
 from pipeline.runner import Pipeline, RunStats
 from pipeline.sinks.actions import JsonLinesActionSink
+from pipeline.sinks.write_behind import WriteBehind
 from pipeline.sources.files import check_readable, read_batches
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blocklist", type=Path, help="file of blocked client networks, one CIDR per line")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="window size in seconds (default 10)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--sync-writes",
+        action="store_true",
+        help="write each batch to the store before parsing the next (default: a background writer overlaps them)",
+    )
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress on stderr")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress")
@@ -68,13 +74,21 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics(stall_timeout_s=settings.metrics.stall_timeout_s)
     server = MetricsServer(metrics, settings.metrics.host, args.metrics_port).start() if args.metrics_port is not None else None
     store = metrics.instrument_store(open_store(settings))
+    # Store writes run on a background thread, overlapping the next batch's parsing.
+    writer = None if args.sync_writes else WriteBehind(max_pending=2)
     try:
-        pipeline = build_pipeline(settings, store=store, log_format=args.format, mapping=mapping, action_sinks=sinks)
+        pipeline = build_pipeline(
+            settings, store=store, log_format=args.format, mapping=mapping, action_sinks=sinks, writer=writer
+        )
         progress = Progress(enabled=show_progress)
         for path in args.files:
             replay_file(pipeline, path, settings.batch_lines, progress, metrics)
+        if writer is not None:
+            writer.close()
         progress.close()
     finally:
+        if writer is not None:
+            writer.close(flush=False)
         for sink in sinks:
             sink.close()
         store.close()
