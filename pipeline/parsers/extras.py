@@ -9,8 +9,9 @@ X-Forwarded-For) are skipped, so an unexpected extra never rejects a line.
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.parsers.base import FIELD_INDEX
 from pipeline.parsers.fields import NAN, asn_value, credential_value, duration_ms, int_value
@@ -88,8 +89,83 @@ def upstream_seconds_to_ms(name: str, value: str) -> float:
     return total
 
 
+class _Layout:
+    """A compiled extras layout: the names, order and quoting of one tail, seen again on most lines.
+
+    ``fills`` lists (group index, row index, converter) for the known names;
+    a converter returns the row value for a logged value other than "" or "-".
+    """
+
+    __slots__ = ("fills", "pattern")
+
+    def __init__(self, pattern: re.Pattern, fills: tuple[tuple[int, int, Callable[[str], Any]], ...]) -> None:
+        self.pattern = pattern
+        self.fills = fills
+
+
+_QUOTED_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+_last_layout: _Layout | None = None
+# After a tail that has no layout (unnamed fields), skip this many tails
+# before compiling again, so such logs do not pay for a build on every line.
+_BUILD_BACKOFF_LINES = 1000
+_builds_skipped = 0
+
+
+def _text(value: str) -> str:
+    return value.replace('\\"', '"') if '\\"' in value else value
+
+
+def _converter(target: str, name: str) -> Callable[[str], Any]:
+    if target == LATENCY_SECONDS:
+        return lambda value: duration_ms(name, value, 1000.0)
+    if target == UPSTREAM_LATENCY_SECONDS:
+        return lambda value: upstream_seconds_to_ms(name, value)
+    if target == "credential":
+        return lambda value: credential_value(_text(value))
+    if target == "bytes_in":
+        return lambda value: int_value(name, value, -1)
+    if target == "asn":
+        return lambda value: asn_value(name, value)
+    if target == "country":
+        return lambda value: _text(value).upper()
+    return _text
+
+
+def _build_layout(tail: str) -> _Layout | None:
+    """Compile the layout of ``tail``, or None when it has unnamed fields or a field twice.
+
+    A field that two names fill (two credentials, request and upstream time)
+    needs the first-wins rules of the general path, so such tails get no layout.
+    """
+    parts: list[str] = []
+    fills: list[tuple[int, int, Callable[[str], Any]]] = []
+    slots: set[int] = set()
+    for index, match in enumerate(_EXTRA_TOKEN.finditer(tail)):
+        name = match.group(1)
+        if name is None:
+            return None
+        quoted = match.group(0)[len(name) + 1 : len(name) + 2] == '"'
+        parts.append(re.escape(name) + "=" + (_QUOTED_VALUE if quoted else r"(\S*)"))
+        target = EXTRA_FIELD_TARGETS.get(name.lower())
+        if target is None:
+            continue
+        slot = _LATENCY if target in (LATENCY_SECONDS, UPSTREAM_LATENCY_SECONDS) else FIELD_INDEX[target]
+        if slot in slots:
+            return None
+        slots.add(slot)
+        fills.append((index, slot, _converter(target, name)))
+    if not parts:
+        return None
+    return _Layout(re.compile(r"\s*" + r"\s+".join(parts) + r"\s*"), tuple(fills))
+
+
 def apply_extra_fields(row: tuple, tail: str) -> tuple:
     """Return ``row`` with the known named fields of ``tail`` filled in.
+
+    A tail with the same names, order and quoting as the previous one is
+    matched by that layout's compiled regex, the common case in a log file;
+    any other tail goes through the general path below, and its layout is
+    compiled for the next lines.
 
     The first credential found wins. Request time (``rt``) gives the latency,
     and upstream time (``urt``) is used only when the request time is missing.
@@ -97,6 +173,28 @@ def apply_extra_fields(row: tuple, tail: str) -> tuple:
     Raises:
         ValueError: a known numeric field has a value that is not a number.
     """
+    global _last_layout, _builds_skipped
+    layout = _last_layout
+    if layout is not None:
+        match = layout.pattern.fullmatch(tail)
+        if match is not None:
+            groups = match.groups()
+            filled = list(row)
+            for index, slot, convert in layout.fills:
+                value = groups[index]
+                if value and value != "-":
+                    filled[slot] = convert(value)
+            return tuple(filled)
+    if _builds_skipped > 0:
+        _builds_skipped -= 1
+    else:
+        _last_layout = _build_layout(tail)
+        if _last_layout is None:
+            _builds_skipped = _BUILD_BACKOFF_LINES
+    return _apply_general(row, tail)
+
+
+def _apply_general(row: tuple, tail: str) -> tuple:
     values: list | None = None
     request_ms = NAN
     upstream_ms = NAN
