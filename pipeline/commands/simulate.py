@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--start", default=DEFAULT_START, help=f"event time of the first second, ISO 8601, UTC unless an offset is given (default {DEFAULT_START})"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--format", dest="log_format", choices=LOG_FORMATS, default="nginx", help="log format (default nginx)")
+    parser.add_argument("--format", dest="traffic_format", choices=LOG_FORMATS, default="nginx", help="log format (default nginx)")
     parser.add_argument(
         "--scenarios",
         default="all",
@@ -73,7 +73,7 @@ def options_from_args(args: argparse.Namespace) -> SimulationOptions:
         duration_s=parse_duration_seconds(args.duration),
         start=parse_start(args.start),
         seed=args.seed,
-        log_format=args.log_format,
+        log_format=args.traffic_format,
         scenarios=parse_scenarios(args.scenarios),
         rate_scale=args.rate_scale,
         credential_in_query=args.credential_in_query,

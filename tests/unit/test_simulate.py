@@ -471,3 +471,12 @@ def test_cli_invalid_duration_names_option(tmp_path: Path):
 def test_cli_missing_directory_names_option(tmp_path: Path):
     with pytest.raises(ConfigError, match="--out"):
         run_cli("--tokens", "60", "--duration", "30m", "--out", str(tmp_path / "missing" / "t.log"))
+
+
+def test_simulate_command_line_writes_lines(tmp_path):
+    """Through the real command line, where global options share the namespace."""
+    from pipeline.cli import main
+
+    out = tmp_path / "sim.log"
+    assert main(["simulate", "--tokens", "30", "--duration", "10m", "--format", "kong", "--out", str(out)]) == 0
+    assert out.read_text().startswith("{")
