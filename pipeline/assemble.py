@@ -10,7 +10,8 @@ from detectors.base import DetectionContext, Detector
 from detectors.catalog import build_country_lookup_from
 from detectors.catalog import build_detectors as build_detector_set
 from pipeline.config import Settings
-from pipeline.identity import TokenHasher, load_or_create_secret, parse_secret
+from pipeline.errors import ConfigError
+from pipeline.identity import SECRET_FILE_NAME, TokenHasher, load_or_create_secret, parse_secret
 from pipeline.parsers import LineParser
 from pipeline.policy import Policy, PolicyConfig, default_policy, load_policy
 from pipeline.registry import TokenRegistry
@@ -25,10 +26,19 @@ from pipeline.windows import TumblingWindows
 logger = logging.getLogger(__name__)
 
 
-def load_hasher(settings: Settings) -> TokenHasher:
-    """Return the token hasher keyed by the configured secret, or the one kept in the data directory."""
+def load_hasher(settings: Settings, create: bool = True) -> TokenHasher:
+    """Return the token hasher keyed by the configured secret, or the one kept in the data directory.
+
+    With ``create=False`` (commands that look ids up) a missing secret is an
+    error: a new secret would give ids that match nothing stored.
+    """
     if settings.hash_secret is not None:
         return TokenHasher(parse_secret(settings.hash_secret.get_secret_value(), origin="TOKENSENTRY_HASH_SECRET"))
+    if not create and not (settings.data_dir / SECRET_FILE_NAME).exists():
+        raise ConfigError(
+            f"no token-hash secret in {settings.data_dir}; pass the --data-dir of the store whose ids you want, "
+            "or set TOKENSENTRY_HASH_SECRET"
+        )
     return TokenHasher(load_or_create_secret(settings.data_dir))
 
 

@@ -32,6 +32,7 @@ import secrets
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline.errors import ConfigError
 from pipeline.parsers.base import FIELD_INDEX, ParsedChunk
@@ -50,12 +51,37 @@ REDACTED = "<redacted>"
 CREDENTIAL_PARAMS = frozenset({"api_key", "apikey", "api-key", "access_token", "key", "token"})
 
 _AUTH_SCHEME = re.compile(r"^\s*(?:bearer|token|apikey|basic)\s+", re.IGNORECASE)
-_QUERY_CREDENTIAL = re.compile(r"(?i)([?&;](?:api[_-]?key|access_token|key|token)=)([^&#\s\"]*)")
-_HEADER_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{4,}")
-_JSON_CREDENTIAL = re.compile(
-    r'(?i)("(?:[\w-]*authorization|[\w-]*x-api-key|apikey|api_key|access_token)"\s*:\s*)"(?:[^"\\]|\\.)*"'
+# Names whose value is a secret, as a query parameter, header, JSON key or
+# key=value pair. "key" alone is too common in prose to redact outside a
+# query string or a key= pair.
+_SECRET_NAMES = (
+    r"(?:proxy-)?authorization|x-api-key|x_api_key|api[-_]?key|apikey|x-auth-token|auth[-_]?token"
+    r"|access[-_]?token|refresh[-_]?token|id[-_]?token|token|password|passwd|secret|client[-_]?secret"
+    r"|cookie|set-cookie|session(?:id)?|auth"
 )
-_EXTRA_CREDENTIAL = re.compile(r'(?i)(?<![?&;\w])((?:x_api_key|api_key|apikey|key|auth|authorization)=)("[^"]*"|[^\s"]+)')
+# A query parameter, also percent-encoded (%3F ? %26 & %3D =) or after ';'.
+_QUERY_CREDENTIAL = re.compile(
+    r"(?i)((?:[?&;#]|%3f|%26)(?:api[_-]?key|apikey|access_token|key|token|auth|password|secret)(?:=|%3d))([^&#\s\"]*)"
+)
+# name: value, name=value, "name": "value", "name": ["value"], with a value
+# that may start with an auth scheme.
+_NAMED_CREDENTIAL = re.compile(
+    r'(?i)(?<![\w-])("?(?:' + _SECRET_NAMES + r')"?\s*[:=]\s*)'
+    r'("(?:[^"\\]|\\.)*"|\[[^\]]*\]|(?:bearer|basic|token|digest)\s+[^\s,;"]+|[^\s,;&"\]}]+)'
+)
+_EXTRA_KEY_CREDENTIAL = re.compile(r'(?i)(?<![\w-])(key=)("[^"]*"|[^\s"]+)')
+_SCHEME_CREDENTIAL = re.compile(r'(?i)\b(bearer|basic|digest)\s+("?)[^\s",;()]+')
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+# Well-known token shapes that need no name: Stripe-style sk_/pk_/rk_ keys,
+# GitHub tokens, Slack tokens, JWTs.
+_KNOWN_TOKEN = re.compile(
+    r"\b(?:[spr]k_(?:live|test)_[A-Za-z0-9]{6,}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+)
+# Cheap test that a value may need scrubbing at all.
+_MAY_HOLD_SECRET = re.compile(
+    r"(?i)key|token|auth|bearer|basic|digest|secret|pass|cookie|session|@|%3f|[spr]k_|gh[pousr]_|xox|eyJ"
+)
 
 _HASH_CACHE_LIMIT = 200_000
 
@@ -123,11 +149,44 @@ class TokenHasher:
 
 
 def scrub_text(text: str) -> str:
-    """Redact credentials from free text (a raw log line) before it is stored."""
-    text = _HEADER_CREDENTIAL.sub(r"\1 " + REDACTED, text)
+    """Redact credentials from free text (a raw log line, a user agent) before it is stored.
+
+    Covers query parameters (plain or percent-encoded), named values in
+    header, JSON and key=value form, auth schemes (Bearer, Basic, Digest),
+    passwords in URLs, and token shapes that need no name (``sk_live_``,
+    ``ghp_``, ``xoxb-``, JWTs). NOTE: a secret with no name and no known
+    shape, written alone in free text, cannot be recognised.
+    """
+    if not _MAY_HOLD_SECRET.search(text):
+        return text
+    text = _URL_USERINFO.sub(r"\1" + REDACTED + "@", text)
+    text = _SCHEME_CREDENTIAL.sub(r"\1 " + REDACTED, text)
     text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
-    text = _JSON_CREDENTIAL.sub(r'\1"' + REDACTED + '"', text)
-    return _EXTRA_CREDENTIAL.sub(r'\1"' + REDACTED + '"', text)
+    text = _NAMED_CREDENTIAL.sub(lambda match: match.group(1) + _redacted_like(match.group(2)), text)
+    text = _EXTRA_KEY_CREDENTIAL.sub(r'\1"' + REDACTED + '"', text)
+    return _KNOWN_TOKEN.sub(REDACTED, text)
+
+
+def _redacted_like(value: str) -> str:
+    """Return the redaction marker in the value's own quoting (a JSON string or list stays valid)."""
+    if value.startswith('"'):
+        return '"' + REDACTED + '"'
+    if value.startswith("["):
+        return '["' + REDACTED + '"]'
+    if REDACTED in value:
+        return value
+    return REDACTED
+
+
+def scrub_column(values: np.ndarray) -> np.ndarray:
+    """Return ``scrub_text`` applied to a string column, computed once per distinct value."""
+    if len(values) == 0:
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    scrubbed = [scrub_text(value) for value in uniques]
+    if all(new is old for new, old in zip(scrubbed, uniques, strict=True)):
+        return values
+    return _strings(scrubbed)[codes]
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -160,6 +219,7 @@ def identify(
     hasher: TokenHasher,
     source: str,
     partition: int = -1,
+    stream_id: str = "",
 ) -> dict[str, np.ndarray]:
     """Turn parsed rows into event columns (``EVENT_COLUMNS``) with no raw credential left.
 
@@ -191,10 +251,18 @@ def identify(
             subjects.append(IP_PREFIX + client_ips[i])
             kinds[i] = SubjectKind.CLIENT_IP
 
+    # Free-text columns may carry a credential the gateway copied (a referer
+    # with ?api_key=, a user agent with "Bearer ..."): scrubbed per distinct value.
+    path_column = scrub_column(_strings(paths))
     routes = columns[FIELD_INDEX["route"]]
+    route_column = _strings(routes)
+    no_route = route_column == ""
+    if no_route.any():
+        route_column[no_route] = path_column[no_route]
+    route_column = scrub_column(route_column)
     offsets = np.fromiter(chunk.positions, dtype=np.int64, count=n)
     events: dict[str, np.ndarray] = {
-        "event_id": event_ids(source, partition, offsets),
+        "event_id": event_ids(stream_id or source, partition, offsets),
         "ts": np.fromiter(columns[FIELD_INDEX["ts"]], dtype=np.float64, count=n),
         "gateway": _strings(chunk.formats),
         "subject_id": _strings(subjects),
@@ -202,16 +270,16 @@ def identify(
         "account": _strings(columns[FIELD_INDEX["account"]]),
         "client_ip": _strings(client_ips),
         "method": _strings(columns[FIELD_INDEX["method"]]),
-        "host": _strings(columns[FIELD_INDEX["host"]]),
-        "path": _strings(paths),
-        "route": _strings([route or path for route, path in zip(routes, paths, strict=True)]),
+        "host": scrub_column(_strings(columns[FIELD_INDEX["host"]])),
+        "path": path_column,
+        "route": route_column,
         "status": np.fromiter(columns[FIELD_INDEX["status"]], dtype=np.uint16, count=n),
         "latency_ms": np.fromiter(columns[FIELD_INDEX["latency_ms"]], dtype=np.float32, count=n),
         "bytes_in": np.fromiter(columns[FIELD_INDEX["bytes_in"]], dtype=np.int64, count=n),
         "bytes_out": np.fromiter(columns[FIELD_INDEX["bytes_out"]], dtype=np.int64, count=n),
-        "user_agent": _strings(columns[FIELD_INDEX["user_agent"]]),
-        "origin": _strings(columns[FIELD_INDEX["origin"]]),
-        "referer": _strings(columns[FIELD_INDEX["referer"]]),
+        "user_agent": scrub_column(_strings(columns[FIELD_INDEX["user_agent"]])),
+        "origin": scrub_column(_strings(columns[FIELD_INDEX["origin"]])),
+        "referer": scrub_column(_strings(columns[FIELD_INDEX["referer"]])),
         "country": _strings(columns[FIELD_INDEX["country"]]),
         "asn": np.fromiter(columns[FIELD_INDEX["asn"]], dtype=np.uint32, count=n),
         "device_id": _strings(columns[FIELD_INDEX["device_id"]]),

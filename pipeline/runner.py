@@ -53,6 +53,8 @@ class RunStats:
     lines_read: int = 0
     bytes_read: int = 0
     events_accepted: int = 0
+    events_already_stored: int = 0
+    """Accepted events whose ids the store already held (a file replayed again); not written twice."""
     dead_lettered: int = 0
     late_events: int = 0
     windows: int = 0
@@ -134,7 +136,7 @@ class Pipeline:
                 partition=batch.partition,
                 offset=position,
                 stage="parser",
-                reason=reason,
+                reason=scrub_text(reason),
                 raw=scrub_text(raw),
                 format=format_id,
             )
@@ -143,7 +145,7 @@ class Pipeline:
         parsed = clock()
         self.stats.add_time("parse", parsed - started)
         # 2. identify
-        events = identify(chunk, self.hasher, batch.source, batch.partition)
+        events = identify(chunk, self.hasher, batch.source, batch.partition, batch.stream_id)
         identified = clock()
         self.stats.add_time("identify", identified - parsed)
         # 3. window
@@ -225,7 +227,9 @@ class Pipeline:
     def _write_now(self, events: dict[str, np.ndarray] | None, result: BatchResult) -> None:
         started = time.perf_counter()
         if events is not None and len(events["ts"]):
-            self.store.write_events(events)
+            inserted = self.store.write_events(events)
+            if isinstance(inserted, int):
+                self.stats.events_already_stored += len(events["ts"]) - inserted
         if result.dead_letters:
             self.store.write_dead_letters(result.dead_letters)
             for sink in self.dead_letter_sinks:

@@ -192,7 +192,7 @@ def _subject(args: argparse.Namespace, settings: Settings) -> str:
         raw = sys.stdin.readline().strip()
         if not raw:
             raise ConfigError("--raw read an empty line from stdin; pipe the credential in")
-        return load_hasher(settings).token_id(raw)
+        return load_hasher(settings, create=False).token_id(raw)
     if not args.target:
         raise ConfigError("missing TOKEN; pass a token id (tk_... or key:...) or --raw")
     if not args.target.startswith((TOKEN_ID_PREFIX, KEY_ID_PREFIX)):

@@ -122,7 +122,7 @@ def resolve_subject(args: argparse.Namespace, settings: Settings) -> str:
         credential = sys.stdin.readline().strip()
         if not credential:
             raise ConfigError("--raw read no credential from stdin; pipe it in, e.g. `printenv API_KEY | tokensentry explain --raw`")
-        return load_hasher(settings).token_id(credential)
+        return load_hasher(settings, create=False).token_id(credential)
     if args.token is None:
         raise ConfigError("missing TOKEN: pass a subject id (tk_..., key:..., ip:...) or --raw to read a credential from stdin")
     return args.token.strip()

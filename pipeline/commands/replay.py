@@ -108,6 +108,8 @@ def replay_file(pipeline: Pipeline, path: str, batch_lines: int, progress: Progr
     NOTE: each file is an independent event-time stream, so a window that
     spans two rotated files of the same gateway is split at the boundary.
     """
+    lines_before = pipeline.stats.lines_read
+    accepted_before = pipeline.stats.events_accepted
     for batch in read_batches(path, batch_lines):
         started = time.perf_counter()
         pipeline.process(batch)
@@ -119,6 +121,14 @@ def replay_file(pipeline: Pipeline, path: str, batch_lines: int, progress: Progr
     if metrics is not None:
         metrics.observe_batch(pipeline.stats, time.perf_counter() - started)
     progress.update(pipeline.stats, force=True)
+    lines = pipeline.stats.lines_read - lines_before
+    if lines and pipeline.stats.events_accepted == accepted_before:
+        logger.warning(
+            "all %d lines of %s were dead-lettered: check --format, or that it is an access log; "
+            "the reasons are in the dead_letters table",
+            lines,
+            path,
+        )
 
 
 def summarize(stats: RunStats, tokens: int, elapsed_s: float) -> dict:
@@ -134,6 +144,7 @@ def summarize(stats: RunStats, tokens: int, elapsed_s: float) -> dict:
         "elapsed_s": round(elapsed_s, 3),
         "events_per_s": round(stats.events_accepted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "late_events": stats.late_events,
+        "events_already_stored": stats.events_already_stored,
         "bytes_read": stats.bytes_read,
         "actions_published": stats.actions_published,
         "detections_by_detector": stats.detections_by_detector,

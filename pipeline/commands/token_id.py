@@ -7,6 +7,7 @@ import sys
 
 from pipeline.assemble import load_hasher
 from pipeline.commands.common import add_settings_arguments, settings_from_args
+from pipeline.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    raw = sys.stdin.readline().strip() if args.credential == "-" else args.credential
-    print(load_hasher(settings).token_id(raw))
+    raw = sys.stdin.readline().strip() if args.credential == "-" else args.credential.strip()
+    if not raw or raw.lower() in ("bearer", "basic", "token"):
+        raise InputError("the credential is empty; pass the raw API key or Authorization value (or - to read one line from stdin)")
+    print(load_hasher(settings, create=False).token_id(raw))
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Protocol, TextIO
 
 from pipeline.errors import PublishError
@@ -36,7 +35,6 @@ class JsonLinesActionSink:
             self._owned = False
         else:
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             except OSError as exc:
                 raise PublishError(f"cannot open actions file {path}: {exc.strerror}; pass a writable path to --actions") from None

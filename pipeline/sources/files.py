@@ -8,6 +8,7 @@ still counts.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import sys
 import zlib
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
 _BLOCK_BYTES = 1 << 20
+_FINGERPRINT_BYTES = 1 << 16
 
 
 def check_readable(path: str) -> None:
@@ -61,28 +63,36 @@ def read_batches(path: str, batch_lines: int = 20_000) -> Iterator[LineBatch]:
                 raise InputError(f"input file {path} is not a valid gzip file ({exc}); re-compress or decompress it") from None
 
 
+def stream_fingerprint(first_block: bytes) -> str:
+    """Return 16 hex digits identifying a stream by its first 64 KiB."""
+    return hashlib.blake2b(first_block[:_FINGERPRINT_BYTES], digest_size=8).hexdigest()
+
+
 def _split_batches(stream: BinaryIO, source: str, batch_lines: int) -> Iterator[LineBatch]:
     line_number = 0
     lines: list[bytes] = []
     size = 0
     remainder = b""
+    stream_id = source
     while True:
         block = stream.read(_BLOCK_BYTES)
         if not block:
             break
+        if size == 0:
+            stream_id = f"{source}#{stream_fingerprint(block)}"
         size += len(block)
         parts = (remainder + block).split(b"\n")
         remainder = parts.pop()
         lines.extend(parts)
         while len(lines) >= batch_lines:
             chunk, lines = lines[:batch_lines], lines[batch_lines:]
-            yield _batch(source, chunk, line_number, _chunk_bytes(chunk))
+            yield _batch(source, stream_id, chunk, line_number, _chunk_bytes(chunk))
             line_number += len(chunk)
     if remainder:
         lines.append(remainder)
     for start in range(0, len(lines), batch_lines):
         chunk = lines[start : start + batch_lines]
-        yield _batch(source, chunk, line_number, _chunk_bytes(chunk))
+        yield _batch(source, stream_id, chunk, line_number, _chunk_bytes(chunk))
         line_number += len(chunk)
     logger.info("finished %s: %d lines, %d bytes", source, line_number, size)
 
@@ -91,7 +101,7 @@ def _chunk_bytes(lines: list[bytes]) -> int:
     return sum(len(line) for line in lines) + len(lines)
 
 
-def _batch(source: str, lines: list[bytes], first_line: int, size: int) -> LineBatch:
+def _batch(source: str, stream_id: str, lines: list[bytes], first_line: int, size: int) -> LineBatch:
     stripped = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     return LineBatch(
         source=source,
@@ -99,4 +109,5 @@ def _batch(source: str, lines: list[bytes], first_line: int, size: int) -> LineB
         lines=stripped,
         positions=list(range(first_line + 1, first_line + 1 + len(lines))),
         size_bytes=size,
+        stream_id=stream_id,
     )

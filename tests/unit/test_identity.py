@@ -170,6 +170,19 @@ def test_event_ids_unique_and_deterministic():
         f'{{"request_Authorization": "Basic {RAW_TOKEN}"}}',
         f"Authorization: Bearer {RAW_TOKEN}",
         f'{{"headers": {{"apikey": "{RAW_TOKEN}"}}}}',
+        f"X-Api-Key: {RAW_TOKEN}",
+        f'{{"headers": {{"X-Api-Key": ["{RAW_TOKEN}"]}}}}',
+        f'{{"token": "{RAW_TOKEN}"}}',
+        f'{{"api-key": "{RAW_TOKEN}"}}',
+        f"password={RAW_TOKEN}",
+        f"Cookie: session={RAW_TOKEN}",
+        f"/v1/items%3Fapi_key%3D{RAW_TOKEN}",
+        f"/v1/items;api_key={RAW_TOKEN}",
+        f"https://app.example.com/cb#access_token={RAW_TOKEN}",
+        f"https://user:{RAW_TOKEN}@kong:8000/v1",
+        f"MyClient/1.0 (Bearer {RAW_TOKEN})",
+        f"Authorization: Bearer sk:{RAW_TOKEN}",
+        f"free text with {RAW_TOKEN} and no name",
     ],
 )
 def test_scrub_text_removes_planted_token(line):
@@ -181,3 +194,18 @@ def test_scrub_text_removes_planted_token(line):
 def test_scrub_text_keeps_ordinary_text():
     line = '1.2.3.4 - - [x] "GET /search?q=keyboard HTTP/1.1" 200 1 "-" "Mozilla/5.0"'
     assert scrub_text(line) == line
+
+
+@pytest.mark.parametrize("column", ["referer", "user_agent", "origin", "host", "target"])
+def test_identify_scrubs_free_text_columns(column):
+    values = {
+        "referer": f"https://app.example.com/cb?api_key={RAW_TOKEN}",
+        "user_agent": f"MyClient/1.0 (Bearer {RAW_TOKEN})",
+        "origin": f"https://user:{RAW_TOKEN}@app.example.com",
+        "host": f"u:{RAW_TOKEN}@kong:8000",
+        "target": f"/v1/items;api_key={RAW_TOKEN}",
+    }
+    events = identify(chunk_of(make_row(**{column: values[column]})), TokenHasher(SECRET), "f")
+    for name, values_out in events.items():
+        if values_out.dtype == object:
+            assert RAW_TOKEN not in values_out[0], name
