@@ -165,13 +165,26 @@ class EscalationConfig(BaseModel):
     steps: tuple[EscalationStep, ...] = Field(min_length=1)
 
 
+def _known_detectors(ids: tuple[str, ...]) -> tuple[str, ...]:
+    from detectors.catalog import DETECTOR_CLASSES
+
+    unknown = [detector for detector in ids if detector != "*" and detector not in DETECTOR_CLASSES]
+    if unknown:
+        raise ValueError(
+            f"unknown detector id {', '.join(map(repr, unknown))}; use '*' or one of: {', '.join(sorted(DETECTOR_CLASSES))}"
+        )
+    return ids
+
+
 class RuleConfig(BaseModel):
     """One policy rule: which detections lead to which action."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
-    detectors: tuple[str, ...] = Field(("*",), description="Detector ids this rule matches; '*' matches all.")
+    detectors: Annotated[tuple[str, ...], AfterValidator(_known_detectors)] = Field(
+        ("*",), description="Detector ids this rule matches; '*' matches all."
+    )
     min_severity: Annotated[Severity, BeforeValidator(_severity)] = Severity.MEDIUM
     plans: tuple[str, ...] = Field((), description="Plans (from the token registry) this rule matches; empty: any.")
     subject_kinds: Annotated[tuple[int, ...], BeforeValidator(_subject_kinds)] = ()

@@ -104,3 +104,10 @@ def test_policy_file_durations_parsed(tmp_path):
     config = load_policy(path)
     assert config.cooldown == 120.0
     assert config.rules[0].duration == 3600.0
+
+
+def test_policy_file_unknown_detector_rejected(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules:\n  - id: r\n    action: throttle\n    detectors: [no_such_detector]\n")
+    with pytest.raises(ConfigError, match="unknown detector id 'no_such_detector'"):
+        load_policy(path)

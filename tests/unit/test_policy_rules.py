@@ -115,11 +115,11 @@ def test_escalation_period_forgets_old_offences(tmp_path):
 
 
 def test_stronger_rule_overrides_cooldown_not_ladder(tmp_path):
-    text = LADDER_POLICY + "  - id: critical\n    detectors: [stuffing]\n    min_severity: critical\n    action: revoke\n"
+    text = LADDER_POLICY + "  - id: critical\n    detectors: [credential_stuffing]\n    min_severity: critical\n    action: revoke\n"
     policy = policy_from_text(tmp_path, text)
     policy.decide([detection(window_end=T0 + 10, window_id=1)], now=T0 + 10)
     actions = policy.decide(
-        [detection(detector="stuffing", severity=Severity.CRITICAL, window_end=T0 + 20, window_id=2)], now=T0 + 20
+        [detection(detector="credential_stuffing", severity=Severity.CRITICAL, window_end=T0 + 20, window_id=2)], now=T0 + 20
     )
     assert [a.kind for a in actions] == [ActionKind.REVOKE]
 
@@ -158,9 +158,9 @@ def test_restore_ids_deterministic():
 
 
 def test_block_ends_with_unblock():
-    rule = RuleConfig(id="stuffing", detectors=("stuffing",), action=ActionKind.BLOCK, duration=60.0, block_prefix_v4=24)
+    rule = RuleConfig(id="stuffing", detectors=("credential_stuffing",), action=ActionKind.BLOCK, duration=60.0, block_prefix_v4=24)
     policy = Policy(PolicyConfig(rules=(rule,)))
-    block = policy.decide([detection(detector="stuffing", client_ip="203.0.113.77", subject="ip:203.0.113.77")])[0]
+    block = policy.decide([detection(detector="credential_stuffing", client_ip="203.0.113.77", subject="ip:203.0.113.77")])[0]
     assert block.kind is ActionKind.BLOCK
     assert block.subject == "203.0.113.0/24"
     assert block.token_id == ""
