@@ -16,6 +16,7 @@ value came from.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import types
@@ -34,6 +35,14 @@ from pipeline.errors import ConfigError
 ENV_PREFIX = "TOKENSENTRY_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 SECRET_MASK = "**********"
+# Error messages mask the value of every key whose name contains one of
+# these words, known setting or not, besides the SecretStr settings.
+SECRET_NAME_WORDS = ("secret", "password", "passwd", "key", "token", "credential", "auth")
+# Error messages cut an echoed value to this many characters.
+MAX_ECHOED_VALUE = 80
+# A validator's message may quote the value too (a topic name), so messages are cut as well.
+MAX_ERROR_MESSAGE = 300
+MAX_WINDOW_S = 86400.0
 
 DEFAULT_ORIGIN = "default"
 
@@ -69,7 +78,7 @@ def _lower(value: Any) -> Any:
 class KafkaSettings(BaseModel):
     """Kafka client settings; names follow Kafka's own configuration keys."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1, description="Comma-separated host:port list of brokers.")
     group_id: str = Field("tokensentry", min_length=1, description="Consumer group the workers share.")
@@ -123,7 +132,7 @@ class KafkaSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """The HTTP endpoint a worker serves /metrics, /healthz and /readyz on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="Serve the endpoint while `tokensentry run` works.")
     host: str = Field("127.0.0.1", min_length=1, description="Address to bind; 0.0.0.0 (or ::) in a container.")
@@ -139,7 +148,7 @@ class MetricsSettings(BaseModel):
 class Settings(BaseSettings):
     """Every setting TokenSentry reads. See ``tokensentry config show`` for the values in force."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", allow_inf_nan=False)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Embedded store, secrets and state.")
     store: str | None = Field(None, description="chdb:///DIR or http(s)://user:pass@host:8123/db; default: chdb under data_dir.")
@@ -148,8 +157,10 @@ class Settings(BaseSettings):
     registry_file: Path | None = Field(
         None, description="Token registry, YAML or CSV, reloaded when the file changes; default: no registry."
     )
-    window_s: float = Field(10.0, gt=0, description="Tumbling window size, seconds.")
-    allowed_lateness_s: float = Field(5.0, ge=0, description="How long a window waits for late events, seconds.")
+    window_s: float = Field(10.0, gt=0, le=MAX_WINDOW_S, description="Tumbling window size, seconds (at most one day).")
+    allowed_lateness_s: float = Field(
+        5.0, ge=0, le=MAX_WINDOW_S, description="How long a window waits for late events, seconds (at most one day)."
+    )
     idle_ttl_s: float = Field(7 * 86400.0, gt=0, description="Event-time idleness after which a token's state is dropped.")
     batch_lines: int = Field(20_000, ge=1, le=1_000_000, description="Lines per batch when replaying files.")
     log_level: typing.Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = Field(
@@ -246,8 +257,11 @@ class ResolvedSettings:
 class SettingsError(ConfigError):
     """Settings failed validation; ``errors`` has one line per problem, each naming its key."""
 
-    def __init__(self, errors: list[str], config_file: Path | None) -> None:
-        origin = f"config file {config_file} / environment" if config_file else "environment"
+    def __init__(self, errors: list[str], config_file: Path | None, sources: list[str] | None = None) -> None:
+        if sources:
+            origin = " and ".join(sources)
+        else:
+            origin = f"config file {config_file} / environment" if config_file else "environment"
         super().__init__(f"invalid settings from {origin}: {'; '.join(errors)}")
         self.errors = errors
         self.config_file = config_file
@@ -285,7 +299,12 @@ def resolve_settings(config_file: Path | None = None, **overrides: Any) -> Resol
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise SettingsError(format_settings_errors(exc, origins), path) from None
+        raise SettingsError(format_settings_errors(exc, origins), path, _error_sources(exc, origins)) from None
+
+    non_finite = _non_finite_floats(settings)
+    if non_finite:
+        lines = [f"{key}: must be a finite number (got {value!r}), set by {origins.get(key, DEFAULT_ORIGIN)}" for key, value in non_finite]
+        raise SettingsError(lines, path, sorted({origins.get(key, DEFAULT_ORIGIN) for key, _ in non_finite}))
 
     for key in settings_keys():
         origins.setdefault(key, DEFAULT_ORIGIN)
@@ -337,25 +356,69 @@ def masked_values(settings: Settings) -> dict[str, Any]:
 
 
 def format_settings_errors(exc: ValidationError, origins: dict[str, str]) -> list[str]:
-    """Render pydantic errors as ``key.path: message (got value), set by ORIGIN``, secrets masked."""
+    """Render pydantic errors as ``key.path: message (got value), set by ORIGIN``.
+
+    The value is masked for secrets, for unknown keys and for keys named like
+    secrets (``SECRET_NAME_WORDS``), and cut to ``MAX_ECHOED_VALUE`` characters.
+    """
     lines = []
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
-        key = ".".join(location) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        key = _shorten(".".join(location) or "(top level)")
+        message = _shorten(error["msg"].removeprefix("Value error, "), MAX_ERROR_MESSAGE)
+        unknown = error["type"] == "extra_forbidden"
+        if unknown:
             message = "unknown setting; check the spelling against `tokensentry config show`"
         value = error.get("input")
         if isinstance(value, dict | BaseModel):
             # A model-level check names its keys in the message; the whole mapping would only add noise.
             line = f"{key}: {message}"
+        elif unknown or _is_secret_name(key):
+            # A misspelled key may still hold a secret (hash_secrt, sasl_pasword), so its value is never shown.
+            line = f"{key}: {message} (got {SECRET_MASK})"
         else:
-            line = f"{key}: {message} (got {_mask_value(key, value)!r})"
+            line = f"{key}: {message} (got {_shorten(repr(_mask_value(key, value)))})"
         origin = _origin_of(location, origins)
         if origin is not None:
             line += f", set by {origin}"
         lines.append(line)
     return lines
+
+
+def _is_secret_name(key: str) -> bool:
+    name = key.lower()
+    return any(word in name for word in SECRET_NAME_WORDS)
+
+
+def _shorten(text: str, limit: int = MAX_ECHOED_VALUE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_sources(exc: ValidationError, origins: dict[str, str]) -> list[str]:
+    """Return the sources (file, variables, options) of the values that failed validation."""
+    sources = set()
+    for error in exc.errors():
+        origin = _origin_of([str(part) for part in error["loc"]], origins)
+        if origin is not None:
+            sources.update(origin.split(" and "))
+    return sorted(sources)
+
+
+def _non_finite_floats(model: BaseModel, prefix: str = "") -> list[tuple[str, float]]:
+    """Return (dotted key, value) of every float setting that is inf or nan, nested models included.
+
+    ``allow_inf_nan=False`` covers the models in this file. This walk also
+    reaches nested models defined in other modules (``DetectorSettings``),
+    whose model config this file does not set.
+    """
+    found: list[tuple[str, float]] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found.extend(_non_finite_floats(value, f"{prefix}{name}."))
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append((prefix + name, value))
+    return found
 
 
 def _mask_value(key: str, value: Any) -> Any:
@@ -389,6 +452,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found; check --config or TOKENSENTRY_CONFIG") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory; pass a YAML file to --config or TOKENSENTRY_CONFIG") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(values, dict):

@@ -15,6 +15,7 @@ from pipeline.config import (
     ENV_PREFIX,
     ResolvedSettings,
     SettingsError,
+    mask_store_dsn,
     masked_values,
     resolve_settings,
 )
@@ -78,7 +79,7 @@ def run_show(args: argparse.Namespace) -> int:
     if resolved is None:
         return EXIT_INVALID
     if args.json:
-        print(json.dumps(_nest(masked_values(resolved.settings)), indent=2))
+        print(json.dumps(_nest(_shown_values(resolved)), indent=2))
     else:
         _print_table(resolved, sys.stdout)
     return EXIT_OK
@@ -123,12 +124,27 @@ def _print_errors(command: str, errors: list[str]) -> None:
 
 
 def _print_table(resolved: ResolvedSettings, file: Any) -> None:
-    values = masked_values(resolved.settings)
-    rows = [(key, _text(value), resolved.origins[key]) for key, value in values.items()]
+    values = _shown_values(resolved)
+    rows = [(key, _text(value), _origin_text(resolved, key)) for key, value in values.items()]
     key_width = max(len(key) for key, _, _ in rows)
     value_width = min(max(len(value) for _, value, _ in rows), 60)
     for key, value, origin in rows:
         print(f"{key:<{key_width}}  {value:<{value_width}}  {origin}", file=file)
+
+
+def _shown_values(resolved: ResolvedSettings) -> dict[str, Any]:
+    """Return the masked values, with the effective store DSN in place of an unset ``store``."""
+    values = masked_values(resolved.settings)
+    if values["store"] is None:
+        values["store"] = mask_store_dsn(resolved.settings.store_dsn())
+    return values
+
+
+def _origin_text(resolved: ResolvedSettings, key: str) -> str:
+    origin = resolved.origins[key]
+    if key == "store" and resolved.settings.store is None:
+        return f"{origin} (embedded chDB under data_dir)"
+    return origin
 
 
 def _sources_summary(resolved: ResolvedSettings) -> str:

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    store = AuditStore.open(settings.store_dsn())
+    # A query never creates the store, so a mistyped --data-dir fails instead of leaving an empty store.
+    store = AuditStore.open(settings.store_dsn(), create=False)
     try:
         columns, rows = store.query(args.sql)
     finally:
@@ -40,26 +41,41 @@ def run(args: argparse.Namespace) -> int:
 def write_result(columns: Sequence[str], rows: Sequence[Sequence], output_format: str, out) -> None:
     """Print a result set as an aligned table, CSV with a header, or a JSON array of objects."""
     if output_format == "csv":
-        writer = csv.writer(out)
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
     elif output_format == "json":
-        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        records = [dict(zip(_padded_names(columns, len(row)), row, strict=False)) for row in rows]
         out.write(json.dumps(records, default=str, indent=1) + "\n")
     else:
         _write_table(columns, rows, out)
 
 
 def _write_table(columns: Sequence[str], rows: Sequence[Sequence], out) -> None:
+    # A row may have more or fewer cells than there are column names (e.g. a
+    # statement with no result columns), so each row and the header are
+    # padded to the widest of them instead of zipped strictly.
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [len(name) for name in columns]
-    for row in cells:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
-    out.write("  ".join(name.ljust(width) for name, width in zip(columns, widths, strict=True)).rstrip() + "\n")
+    header = [str(name) for name in columns]
+    width_count = max([len(header), *(len(row) for row in cells)])
+    widths = [0] * width_count
+    for row in [header, *cells]:
+        for position, cell in enumerate(row):
+            widths[position] = max(widths[position], len(cell))
+    _write_line(header, widths, out)
     out.write("  ".join("-" * width for width in widths) + "\n")
     for row in cells:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+        _write_line(row, widths, out)
     out.write(f"({len(rows)} rows)\n")
+
+
+def _padded_names(columns: Sequence[str], count: int) -> list[str]:
+    """Return ``columns`` extended with ``column_N`` names up to ``count`` names."""
+    return [*columns, *(f"column_{position + 1}" for position in range(len(columns), count))]
+
+
+def _write_line(cells: Sequence[str], widths: Sequence[int], out) -> None:
+    out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip() + "\n")
 
 
 def _cell(value) -> str:

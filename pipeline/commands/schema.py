@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import schemas
+from pipeline.errors import ConfigError
 from schemas.actions import ACTION_SCHEMA_VERSION, RECEIPT_SCHEMA_VERSION, Action, ActionReceipt
 from schemas.deadletters import DEAD_LETTER_SCHEMA_VERSION, DeadLetter
 from schemas.detections import DETECTION_SCHEMA_VERSION, Detection
@@ -55,8 +56,17 @@ def stale_files(directory: Path = SCHEMA_DIR) -> list[str]:
 
 
 def export(directory: Path = SCHEMA_DIR) -> list[str]:
-    """Write every schema file into ``directory``; return the names of files that changed."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write every schema file into ``directory`` and return the names of files that changed.
+
+    Raises:
+        ConfigError: ``directory`` exists and is not a directory, or cannot be created.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"schema output path {directory} exists and is not a directory; pass a directory to --dir")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the schema output directory {directory}: {error.strerror or error}; check --dir") from error
     changed = stale_files(directory)
     for file_name, text in schema_documents().items():
         if file_name in changed:

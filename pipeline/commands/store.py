@@ -115,7 +115,8 @@ def _schema_version(store: AuditStore) -> int:
 
 def run_size(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    with opened_store(settings.store_dsn()) as store:
+    # Measuring never creates the store, so a mistyped --data-dir fails instead of leaving an empty store.
+    with AuditStore.open(settings.store_dsn(), create=False) as store:
         tables = require_tables(store, ("events",))
         if args.columns is not None and args.columns not in tables:
             raise ConfigError(f"invalid --columns {args.columns!r}: no such table; tables: {', '.join(sorted(tables))}")

@@ -40,6 +40,7 @@ process that opens the same directory gets ``StoreInUseError``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +55,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from pipeline.sinks import store_arrow, store_chdb, store_migrations
+from pipeline.sinks.store_readonly import check_read_only
 from pipeline.sinks.store_dsn import ChdbTarget, ServerTarget, mask_dsn, parse_dsn
 from pipeline.sinks.store_errors import StoreError, StoreInUseError, StoreReadOnlyError, TransientStoreError
 from pipeline.sinks.store_migrations import Retention
@@ -87,6 +89,9 @@ AUDIT_TABLES = frozenset({"events", "windows", "detections", "actions", "dead_le
 # readonly=2 rejects writes and DDL but still lets the driver send per-query
 # settings, which readonly=1 would reject too.
 READER_SETTINGS = {"readonly": 2}
+# The server stops a query() statement after this many seconds, so a slow
+# statement or an unreachable URL cannot hang a command.
+DEFAULT_MAX_EXECUTION_TIME_S = 300.0
 
 # Skipping the in-block collapse of ReplacingMergeTree on insert cut the
 # insert cost of a 50k-row event batch on chDB 4.4 by about a quarter
@@ -154,17 +159,21 @@ class AuditStore:
         async_insert: bool | None = None,
         connect_timeout_s: float = 10.0,
         send_receive_timeout_s: float = 300.0,
+        create: bool = True,
     ) -> AuditStore:
         """Open the store named by ``dsn`` (see ``store_dsn`` for the accepted forms).
 
-        A chdb directory is created when missing. ``async_insert`` makes a
+        A chdb directory is created when missing, unless ``create`` is False:
+        read-only commands pass False, so that they fail on a missing store
+        instead of leaving an empty directory behind. ``async_insert`` makes a
         server buffer inserts and acknowledge them once flushed. It defaults
         to the DSN option and is rejected for chdb. The timeouts apply to
         servers only.
 
         Raises:
-            StoreError: the DSN is malformed, the chdb directory cannot be
-                created or written, or the server cannot be reached.
+            StoreError: the DSN is malformed, the chdb directory is missing
+                and ``create`` is False, cannot be created or written, or the
+                server cannot be reached.
             StoreInUseError: another process has the chdb directory open.
         """
         target = parse_dsn(dsn)
@@ -174,6 +183,10 @@ class AuditStore:
             if async_insert:
                 raise StoreError(f"async_insert applies to ClickHouse servers only. Remove it for the chDB store {label}")
             options: dict[str, Any] = {"tz_mode": "aware"}
+            if not create and not target.path.is_dir():
+                raise StoreError(
+                    f"no audit store at {target.path}; run tokensentry replay or tokensentry store migrate first"
+                )
             store_chdb.prepare_directory(target.path)
             writer = store_chdb.open_client(target.path, **options)
             use_async = False
@@ -483,22 +496,42 @@ class AuditStore:
 
     # ---- reads -----------------------------------------------------------
 
-    def query(self, sql: str, parameters: Mapping[str, Any] | Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-        """Run a read-only query and return (column names, rows).
+    def query(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        *,
+        max_execution_time_s: float = DEFAULT_MAX_EXECUTION_TIME_S,
+    ) -> tuple[list[str], list[tuple]]:
+        """Run one read-only statement and return (column names, rows).
 
-        Unqualified table names resolve in the store's database. Use
-        ``{name:Type}`` placeholders with ``parameters`` for values.
+        The statement must start with SELECT, WITH, SHOW, DESCRIBE, DESC,
+        EXPLAIN or EXISTS, and must not call a table function that reaches
+        outside the store (``store_readonly.EXTERNAL_FUNCTIONS``). Unqualified
+        table names resolve in the store's database. Use ``{name:Type}``
+        placeholders with ``parameters`` for values. The server stops the
+        statement after ``max_execution_time_s`` seconds.
 
         Raises:
-            StoreReadOnlyError: ``sql`` writes data or changes the schema.
-            StoreError: the query failed. The message includes the server's.
+            StoreReadOnlyError: ``sql`` is not one read-only statement, calls
+                an external table function, or writes data or schema.
+            StoreError: the query failed or timed out. The message includes
+                the server's.
         """
-        result = self._run_read(lambda reader: reader.query(sql, parameters=parameters), sql)
+        settings = _read_settings(sql, max_execution_time_s)
+        result = self._run_read(lambda reader: reader.query(sql, parameters=parameters, settings=settings), sql)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 
-    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | Sequence[Any] | None = None) -> pa.Table:
-        """Run a read-only query and return the result as an Arrow table."""
-        return self._run_read(lambda reader: reader.query_arrow(sql, parameters=parameters), sql)
+    def query_arrow(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        *,
+        max_execution_time_s: float = DEFAULT_MAX_EXECUTION_TIME_S,
+    ) -> pa.Table:
+        """Run one read-only statement, checked as in ``query``, and return the result as an Arrow table."""
+        settings = _read_settings(sql, max_execution_time_s)
+        return self._run_read(lambda reader: reader.query_arrow(sql, parameters=parameters, settings=settings), sql)
 
     def _run_read(self, operation: Callable[[Client], T], sql: str) -> T:
         reader = self._reader_client()
@@ -508,8 +541,9 @@ class AuditStore:
             statement = " ".join(sql.split())[:200]
             if getattr(error, "code", None) == READONLY_CODE:
                 raise StoreReadOnlyError(
-                    f"query() runs read-only statements, and this one writes: {statement!r}. "
-                    "Use the write_* methods or migrate() to change data or schema."
+                    f"Queries on the audit store must be read-only, and this one writes: {statement!r}. "
+                    "To change the schema run `tokensentry store migrate`; data is written by "
+                    "`tokensentry replay` or `tokensentry run` (in Python, AuditStore.migrate() and the write_* methods)."
                 ) from error
             raise StoreError(f"Query on {self._label} failed: {statement!r}: {error}") from error
 
@@ -534,7 +568,8 @@ class AuditStore:
         except DatabaseError as error:
             if getattr(error, "code", None) == UNKNOWN_DATABASE_CODE:
                 raise StoreError(
-                    f"Database {self.database} does not exist in {self._label}. Run AuditStore.migrate() first"
+                    f"Database {self.database} does not exist in {self._label}. Create it with `tokensentry store migrate` "
+                    "(in Python, AuditStore.migrate()), or fill the store with `tokensentry replay`"
                 ) from error
             raise StoreError(f"Cannot open a read-only connection to {self._label}: {error}") from error
 
@@ -578,6 +613,14 @@ def _drop_repeated_ids(table: pa.Table, id_column: str) -> pa.Table:
     return table.take(pa.array(np.sort(first_rows)))
 
 
+def _read_settings(sql: str, max_execution_time_s: float) -> dict[str, Any]:
+    """Check ``sql`` with ``check_read_only`` and return the per-query settings of a read."""
+    check_read_only(sql)
+    if not (max_execution_time_s > 0 and math.isfinite(max_execution_time_s)):
+        raise ValueError(f"max_execution_time_s must be a positive number of seconds, got {max_execution_time_s!r}")
+    return {"max_execution_time": max_execution_time_s}
+
+
 def _server_options(target: ServerTarget, connect_timeout_s: float, send_receive_timeout_s: float) -> dict[str, Any]:
     # NOTE: only the connection-failure path of the server backend has run in
     # tests. Writes, migrations and readonly=2 were verified on chDB alone.
@@ -612,7 +655,9 @@ def _connect_server(label: str, options: Mapping[str, Any]) -> Client:
 
 def _write_error(database: str, table_name: str, rows: int, error: DatabaseError) -> StoreError:
     code = getattr(error, "code", None)
-    advice = "Run AuditStore.migrate() to create or update the schema." if code in SCHEMA_CODES else ""
+    advice = ""
+    if code in SCHEMA_CODES:
+        advice = "Create or update the schema with `tokensentry store migrate` (in Python, AuditStore.migrate())."
     error_class = StoreError
     if is_transient(error):
         advice = "The retries are used up. Do not commit the batch's source offsets, so that it is redelivered."
@@ -626,5 +671,7 @@ def _checkpoint_error(action: str, database: str, error: DatabaseError) -> Store
     if is_transient(error):
         return TransientStoreError(f"{message} The retries are used up. Try again once the server is reachable.")
     if code in SCHEMA_CODES:
-        return StoreError(f"{message} Run AuditStore.migrate() to create the {CHECKPOINT_TABLE} table.")
+        return StoreError(
+            f"{message} Create the {CHECKPOINT_TABLE} table with `tokensentry store migrate` (in Python, AuditStore.migrate())."
+        )
     return StoreError(message)

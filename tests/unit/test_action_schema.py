@@ -5,7 +5,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from pipeline.cli import main
 from pipeline.commands.schema import SCHEMA_DIR, export, schema_documents, stale_files
+from pipeline.errors import ConfigError
 from schemas.actions import Action, ActionKind, ActionReceipt
 
 
@@ -24,6 +26,26 @@ def test_export_writes_only_changed_files(tmp_path):
     assert export(tmp_path) == []
     (tmp_path / "action.v1.json").write_text("{}")
     assert export(tmp_path) == ["action.v1.json"]
+
+
+def test_export_to_regular_file_names_path(tmp_path, capsys):
+    target = tmp_path / "schemas.json"
+    target.write_text("{}")
+
+    assert main(["schema", "export", "--dir", str(target)]) == 2
+    err = capsys.readouterr().err
+
+    assert str(target) in err
+    assert "not a directory" in err
+    assert "Traceback" not in err
+
+
+def test_export_to_regular_file_raises_config_error(tmp_path):
+    target = tmp_path / "schemas.json"
+    target.write_text("{}")
+
+    with pytest.raises(ConfigError):
+        export(target)
 
 
 def test_action_schema_lists_every_field():

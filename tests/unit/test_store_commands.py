@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.sinks.clickhouse import AuditStore
+from pipeline.sinks.clickhouse import AuditStore, StoreError
 from pipeline.sinks.store_migrations import load_migrations
 from tests.unit.analyst_logs import ReplayedStore, replay_planted_log
 
@@ -164,3 +164,35 @@ def test_size_before_migrate_advises_migrate(tmp_path: Path, capsys: pytest.Capt
 
     assert "tokensentry store migrate" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["query", "SELECT 1"], ["store", "size"]])
+def test_read_command_missing_store_creates_nothing(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "missing"
+
+    assert main([*argv, "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+
+    assert f"no audit store at {(data_dir / 'store').resolve()}" in err
+    assert "tokensentry store migrate" in err
+    assert not data_dir.exists()
+
+
+def test_query_before_migrate_names_cli_remedy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    AuditStore.open(f"chdb://{(tmp_path / 'store').resolve()}").close()
+
+    assert main(["query", "--data-dir", str(tmp_path), "SELECT 1"]) == 2
+    err = capsys.readouterr().err
+
+    assert "tokensentry store migrate" in err
+    assert "Traceback" not in err
+
+
+def test_write_before_migrate_names_cli_remedy(tmp_path: Path) -> None:
+    with AuditStore.open(f"chdb://{(tmp_path / 'store').resolve()}") as store:
+        with pytest.raises(StoreError) as raised:
+            store.save_checkpoint("group", "topic", 0, 1, b"state", owner="test")
+
+    assert "tokensentry store migrate" in str(raised.value)
