@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.commands.run",
     "pipeline.commands.produce",
     "pipeline.commands.actions",
+    "pipeline.commands.evaluate",
 )
 
 EXIT_USAGE = 2
