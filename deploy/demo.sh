@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Replay gateway logs on the embedded defaults (chDB store, no servers) and show the result.
-# Uses the real public logs in ../shared/data/real when present, else simulated traffic.
+# Replays the real public logs in ../shared/data/real when present, then one simulated
+# hour of traffic with planted abuse (and its token registry and blocklist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -13,14 +14,22 @@ for file in ../shared/data/real/elastic_apache/apache_logs \
             ../shared/data/real/traefik_mixed/access.log; do
   [ -f "$file" ] && inputs+=("$file")
 done
-if [ ${#inputs[@]} -eq 0 ]; then
-  echo "no real logs in ../shared/data/real; simulating one hour of traffic instead" >&2
-  "$BIN/tokensentry" simulate --tokens 200 --duration 1h --seed 7 --out "$DATA_DIR/simulated.log"
-  inputs=("$DATA_DIR/simulated.log")
+if [ ${#inputs[@]} -gt 0 ]; then
+  echo "== replay of real public logs: ${inputs[*]}"
+  "$BIN/tokensentry" replay "${inputs[@]}" --data-dir "$DATA_DIR" --actions "$DATA_DIR/actions-real.jsonl"
+  echo
+else
+  echo "no real logs in ../shared/data/real; replaying simulated traffic only" >&2
 fi
 
-echo "== replay ${inputs[*]}"
-"$BIN/tokensentry" replay "${inputs[@]}" --data-dir "$DATA_DIR" --actions "$DATA_DIR/actions.jsonl"
+echo "== replay of one simulated hour: 300 tokens with planted abuse"
+"$BIN/tokensentry" simulate --tokens 300 --duration 1h --seed 7 --out "$DATA_DIR/simulated.log" \
+  --labels "$DATA_DIR/labels.jsonl" --registry "$DATA_DIR/registry.yaml" --blocklist "$DATA_DIR/blocklist.txt"
+"$BIN/tokensentry" replay "$DATA_DIR/simulated.log" --data-dir "$DATA_DIR" --actions "$DATA_DIR/actions.jsonl" \
+  --registry "$DATA_DIR/registry.yaml" --blocklist "$DATA_DIR/blocklist.txt"
+echo
+echo "== planted abuse (ground truth in $DATA_DIR/labels.jsonl)"
+cut -c1-160 "$DATA_DIR/labels.jsonl" | sed 's/"description":/\n    /' | grep -o '"scenario":"[a-z_]*"\|"subject_ids":\["[^"]*"' | paste - - | sed 's/"scenario"://; s/"subject_ids":\[/  first subject /'
 
 echo
 echo "== actions by kind"
