@@ -32,7 +32,7 @@ from pipeline.config import KafkaSettings
 from pipeline.enforce.agent import STATUS_FILE_NAME, EnforcementAgent
 from pipeline.enforce.renderers.nginx import NginxController, NginxOptions, NginxRenderer
 from pipeline.enforce.topics import publish_actions
-from pipeline.identity import TokenHasher
+from pipeline.identity import TokenHasher, load_or_create_secret
 from pipeline.signing import HMAC_SHA256, Keyring, Signer, SigningKey, load_or_create_keyring, sign
 from schemas.actions import Action, ActionKind
 
@@ -614,6 +614,8 @@ def test_manual_action_command_reaches_nginx_and_store(tmp_path, bootstrap, name
         "TOKENSENTRY_KAFKA__PARTITIONS": "3",
     }
     common = ["--data-dir", str(data_dir), "--store", store]
+    # The pipeline creates the token-hash secret on its first run; --raw looks ids up with it.
+    load_or_create_secret(data_dir)
     raw = "manual_" + secrets.token_hex(12)
     printed = run_python(
         CLI_SHIM, "action", "revoke", "--raw", "--reason", "leaked in a ticket", "--json", *common, stdin=raw + "\n", env=env
