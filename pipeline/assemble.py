@@ -49,12 +49,12 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
     return load_policy(Path(settings.policy_file))
 
 
-def build_policy(settings: Settings, config: PolicyConfig) -> Policy:
+def build_policy(settings: Settings, config: PolicyConfig, registry: TokenRegistry | None = None) -> Policy:
     """Return the policy that signs its actions; a policy file is reloaded when it changes."""
     signer = Signer(keyring_from_settings(settings))
     if settings.policy_file is None:
-        return Policy(config, signer=signer)
-    return Policy(config, path=Path(settings.policy_file), signer=signer)
+        return Policy(config, signer=signer, registry=registry)
+    return Policy(config, path=Path(settings.policy_file), signer=signer, registry=registry)
 
 
 def build_detectors(settings: Settings | None = None) -> list[Detector]:
@@ -88,12 +88,13 @@ def build_pipeline(
 ) -> Pipeline:
     """Wire every stage from ``settings``; the caller owns ``store`` and the sinks."""
     policy_config = load_policy_config(settings)
+    registry = load_registry(settings)
     context = DetectionContext(
         window_s=settings.window_s,
         default_limit_rps=policy_config.default_limit_rps,
         client_limit_rps=policy_config.client_limit_rps,
         plan_limits_rps=dict(policy_config.plan_limits_rps),
-        registry=load_registry(settings),
+        registry=registry,
     )
     return Pipeline(
         parser=LineParser(format=log_format, mapping=mapping),
@@ -106,7 +107,7 @@ def build_pipeline(
         index=SubjectIndex(idle_ttl_s=settings.idle_ttl_s),
         detectors=build_detectors(settings),
         context=context,
-        policy=build_policy(settings, policy_config),
+        policy=build_policy(settings, policy_config, registry),
         store=store,
         action_sinks=action_sinks,
         dead_letter_sinks=dead_letter_sinks,

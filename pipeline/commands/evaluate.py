@@ -27,13 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "CrowdSec-style leaky buckets on the same parsed events, and report per label whether each system "
         "acted and how soon (event time), plus false positives on benign traffic.",
     )
-    inputs = parser.add_argument_group("input (give --simulate, or --log with --labels)")
+    inputs = parser.add_argument_group("input (give --simulate, or --access-log with --labels)")
     inputs.add_argument("--simulate", action="store_true", help="generate the labelled set in-process with the simulator")
-    inputs.add_argument("--log", action="append", metavar="FILE", help="access-log file (plain or gzip); repeat for more files")
+    # Not --log: the tokensentry parser would read it as an abbreviation of --log-level or --log-format.
+    inputs.add_argument(
+        "--access-log", action="append", metavar="FILE", help="access-log file (plain or gzip); repeat for more files"
+    )
     inputs.add_argument("--labels", type=Path, metavar="FILE", help="ground-truth labels, JSON Lines as written by simulate --labels")
     inputs.add_argument("--registry", type=Path, metavar="FILE", help="token registry file (.yaml or .csv) for the log files")
     inputs.add_argument("--blocklist", type=Path, metavar="FILE", help="CIDR blocklist file for the log files")
-    inputs.add_argument("--format", choices=FORMAT_IDS, help="pin the log format of --log files (default: detect per file)")
+    inputs.add_argument("--format", choices=FORMAT_IDS, help="pin the log format of --access-log files (default: detect per file)")
 
     simulation = parser.add_argument_group("simulation (with --simulate)")
     simulation.add_argument("--tokens", type=int, default=1000, metavar="N", help="number of simulated tokens (default 1000)")
@@ -80,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     grace_s = _grace_seconds(args.grace)
     _check_input_arguments(args)
+    if args.batch_seconds is not None and args.batch_seconds < 0:
+        raise ConfigError(f"invalid --batch-seconds {args.batch_seconds:g}; use 0 or more")
     with tempfile.TemporaryDirectory(prefix="tokensentry-evaluate-") as work:
         work_dir = Path(work)
         # Without --store or --data-dir the audit trail and the token-hash secret live in the temporary directory.
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             data = simulated_input(_simulation_options(args), work_dir, settings.batch_lines)
         else:
             data = file_input(
-                args.log,
+                args.access_log,
                 args.labels,
                 registry_file=args.registry,
                 blocklist_file=args.blocklist,
@@ -101,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
                 batch_lines=settings.batch_lines,
             )
         batch_seconds = settings.window_s if args.batch_seconds is None else args.batch_seconds
-        if batch_seconds < 0:
-            raise ConfigError(f"invalid --batch-seconds {batch_seconds:g}; use 0 or more")
         evaluation = Evaluation(
             settings,
             data,
@@ -122,12 +125,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_input_arguments(args: argparse.Namespace) -> None:
-    if args.simulate and (args.log or args.labels or args.registry or args.blocklist):
-        raise ConfigError("--simulate generates its own logs, labels, registry and blocklist; drop --log, --labels, --registry and --blocklist")
-    if not args.simulate and not args.log:
-        raise ConfigError("no input: pass --simulate, or --log FILE with --labels FILE")
-    if args.log and args.labels is None:
-        raise ConfigError("--log needs --labels FILE with the ground truth of those logs")
+    if args.simulate and (args.access_log or args.labels or args.registry or args.blocklist):
+        raise ConfigError(
+            "--simulate generates its own logs, labels, registry and blocklist; "
+            "drop --access-log, --labels, --registry and --blocklist"
+        )
+    if not args.simulate and not args.access_log:
+        raise ConfigError("no input: pass --simulate, or --access-log FILE with --labels FILE")
+    if args.access_log and args.labels is None:
+        raise ConfigError("--access-log needs --labels FILE with the ground truth of those logs")
 
 
 def _simulation_options(args: argparse.Namespace) -> SimulationOptions:

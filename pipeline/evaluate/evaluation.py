@@ -18,8 +18,8 @@ from pipeline.evaluate.scoring import ACTION, DETECTION, Finding, Scorer, System
 from pipeline.evaluate.sources import EvaluationInput
 from pipeline.evaluate.traffic import TrafficTracker
 from pipeline.evaluate.wiring import TappedStore, build_evaluation_pipeline, with_input_files
-from pipeline.registry import TokenRegistry
 from pipeline.policy import PolicyConfig
+from pipeline.registry import TokenRegistry
 from pipeline.runner import BatchResult, Pipeline
 from pipeline.sinks.write_behind import WriteBehind
 from schemas.actions import Action, ActionKind
@@ -73,8 +73,8 @@ def detection_finding(detection: Detection) -> Finding:
 def action_finding(action: Action, window_s: float) -> Finding:
     """Reduce a pipeline action to a ``Finding`` spanning the windows of its reasons.
 
-    An action without reasons (none of the pipeline's) spans the window that
-    ends at ``issued_at``.
+    An action whose reasons carry no window spans the window that ends at
+    ``issued_at``.
     """
     starts = [reason.window_start for reason in action.reasons if reason.window_start is not None]
     ends = [reason.window_end for reason in action.reasons if reason.window_end is not None]
@@ -176,8 +176,8 @@ class Evaluation:
         began = clock()
         self._collect(pipeline.finish())
         self.seconds["pipeline"] += clock() - began
-        # The pipeline closed every open window at the end of the stream; the static limit does the same
-        # once the writer has handed it the stream's last events.
+        # The pipeline closed every open window at the end of the stream. The static limit does the same,
+        # after the writer has handed it the stream's last events.
         pipeline.flush()
         self.static_limit.finish()
 

@@ -98,7 +98,7 @@ def file_input(
     """Check the log files and read the labels and registry; the logs stream later."""
     for path in files:
         if path == "-":
-            raise ConfigError("evaluate reads log files, not stdin; pass file paths to --log")
+            raise ConfigError("evaluate reads log files, not stdin; pass file paths to --access-log")
         check_readable(path)
     if blocklist_file is not None and not blocklist_file.is_file():
         raise ConfigError(f"blocklist file {blocklist_file} not found; check --blocklist")

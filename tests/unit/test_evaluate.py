@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.cli import build_parser
 from pipeline.commands import evaluate as evaluate_command
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
@@ -475,11 +476,15 @@ def test_evaluate_requires_labels_with_logs(capsys, tmp_path):
     parser = argparse.ArgumentParser(prog="tokensentry")
     evaluate_command.register(parser.add_subparsers(dest="command", required=True))
     with pytest.raises(ConfigError, match="--labels"):
-        evaluate_command.run(parser.parse_args(["evaluate", "--log", str(log)]))
+        evaluate_command.run(parser.parse_args(["evaluate", "--access-log", str(log)]))
     with pytest.raises(ConfigError, match="no input"):
         evaluate_command.run(parser.parse_args(["evaluate"]))
     with pytest.raises(ConfigError, match="--grace"):
         evaluate_command.run(parser.parse_args(["evaluate", "--simulate", "--grace", "soon"]))
+    with pytest.raises(ConfigError, match="--batch-seconds"):
+        evaluate_command.run(parser.parse_args(["evaluate", "--simulate", "--batch-seconds", "-1"]))
+    with pytest.raises(ConfigError, match="--simulate generates"):
+        evaluate_command.run(parser.parse_args(["evaluate", "--simulate", "--access-log", str(log)]))
 
 
 def test_evaluate_log_files_match_simulation(capsys, tmp_path):
@@ -490,7 +495,7 @@ def test_evaluate_log_files_match_simulation(capsys, tmp_path):
     labels = tmp_path / "labels.jsonl"
     labels.write_text("".join(label.model_dump_json() + "\n" for label in simulation.labels), encoding="utf-8")
     report = run_command(
-        capsys, ["evaluate", "--log", str(log), "--labels", str(labels), "--json", "--data-dir", str(tmp_path / "data")]
+        capsys, ["evaluate", "--access-log", str(log), "--labels", str(labels), "--json", "--data-dir", str(tmp_path / "data")]
     )
     assert report["input"]["kind"] == "files"
     assert report["traffic"]["events"] == len(log.read_bytes().splitlines())
@@ -517,3 +522,10 @@ def test_simulated_batches_number_every_line():
     assert 0 < len(batches[-1]) <= 1000
     assert [line for batch in batches for line in batch.lines] == lines
     assert [position for batch in batches for position in batch.positions] == list(range(1, len(lines) + 1))
+
+
+def test_cli_parses_evaluate_file_options():
+    # The top-level parser matches abbreviations of its own options (--log-level, --log-format) in every argument.
+    args = build_parser().parse_args(["evaluate", "--access-log", "a.log", "--access-log", "b.log", "--labels", "labels.jsonl"])
+    assert args.access_log == ["a.log", "b.log"]
+    assert args.labels.name == "labels.jsonl"
