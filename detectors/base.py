@@ -138,6 +138,28 @@ class SlotArrays:
         return sum(array.nbytes for array in self.arrays.values())
 
 
+class SlotStateDetector(Detector):
+    """A detector whose learned state is one ``SlotArrays`` in ``self.state``.
+
+    It attaches the arrays to the subject index, so they grow with it and
+    the rows of expired subjects return to their initial values.
+    """
+
+    state: SlotArrays
+
+    def attach(self, index: SubjectIndex) -> None:
+        index.attach(self)
+
+    def grow(self, capacity: int) -> None:
+        self.state.grow(capacity)
+
+    def reset(self, slots: np.ndarray) -> None:
+        self.state.reset(slots)
+
+    def state_nbytes(self) -> int:
+        return self.state.nbytes
+
+
 def detection_id(detector_id: str, window_id: int, salt: str = "") -> int:
     """Derive a deterministic 63-bit detection id, stable across redelivery."""
     digest = hashlib.blake2b(f"{detector_id}\x00{window_id}\x00{salt}".encode(), digest_size=8).digest()

@@ -56,15 +56,14 @@ import numpy as np
 from detectors.base import (
     Detection,
     DetectionContext,
-    Detector,
     SlotArrays,
+    SlotStateDetector,
     build_detection,
     explain,
     format_number,
     rows_where,
     severity_from_score,
 )
-from pipeline.state import SubjectIndex
 from pipeline.windows import WindowBatch
 from schemas.detections import Evidence
 
@@ -81,7 +80,7 @@ _SECONDS_PER_HOUR = 3600.0
 _ACTIVE_MAX = np.iinfo(np.uint16).max
 
 
-class EwmaRate(Detector):
+class EwmaRate(SlotStateDetector):
     """Per-token EWMA of requests per active window, with an hour-of-day baseline, flagging spikes.
 
     Args:
@@ -136,18 +135,6 @@ class EwmaRate(Detector):
                 "hour_index": (np.uint32, 0, ()),
             }
         )
-
-    def attach(self, index: SubjectIndex) -> None:
-        index.attach(self)
-
-    def grow(self, capacity: int) -> None:
-        self.state.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.state.reset(slots)
-
-    def state_nbytes(self) -> int:
-        return self.state.nbytes
 
     def baseline(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return the short baseline's mean and variance of requests per active window."""
@@ -272,7 +259,7 @@ class EwmaRate(Detector):
 ERROR_FEATURES: tuple[str, ...] = ("ratio_4xx", "ratio_401_403", "ratio_5xx")
 
 
-class EwmaErrors(Detector):
+class EwmaErrors(SlotStateDetector):
     """Per-token EWMA of the 4xx, 401/403 and 5xx ratios, flagging jumps.
 
     Each ratio ``r`` of a window with ``n`` requests is compared with the
@@ -322,18 +309,6 @@ class EwmaErrors(Detector):
                 "active": (np.uint16, 0, ()),
             }
         )
-
-    def attach(self, index: SubjectIndex) -> None:
-        index.attach(self)
-
-    def grow(self, capacity: int) -> None:
-        self.state.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.state.reset(slots)
-
-    def state_nbytes(self) -> int:
-        return self.state.nbytes
 
     def score_and_learn(
         self, slots: np.ndarray, ratios: np.ndarray, requests: np.ndarray

@@ -49,8 +49,8 @@ from river.anomaly import HalfSpaceTrees
 from detectors.base import (
     Detection,
     DetectionContext,
-    Detector,
     SlotArrays,
+    SlotStateDetector,
     build_detection,
     explain,
     format_number,
@@ -58,7 +58,6 @@ from detectors.base import (
     stable_fraction,
 )
 from detectors.ewma import _rounds
-from pipeline.state import SubjectIndex
 from pipeline.windows import WindowBatch
 from schemas.detections import Evidence
 
@@ -77,7 +76,7 @@ _N_COUNT = len(COUNT_FEATURES)
 _ACTIVE_MAX = np.iinfo(np.uint16).max
 
 
-class HalfSpaceTreesDetector(Detector):
+class HalfSpaceTreesDetector(SlotStateDetector):
     """One Half-Space Trees model over baseline-normalized token windows.
 
     Args:
@@ -145,15 +144,6 @@ class HalfSpaceTreesDetector(Detector):
                 "active": (np.uint16, 0, ()),
             }
         )
-
-    def attach(self, index: SubjectIndex) -> None:
-        index.attach(self)
-
-    def grow(self, capacity: int) -> None:
-        self.state.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.state.reset(slots)
 
     def state_nbytes(self) -> int:
         return self.state.nbytes + self._scores.nbytes

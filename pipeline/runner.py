@@ -1,4 +1,4 @@
-"""The batch loop: the only module that knows every stage.
+"""The batch loop: the only module that calls every stage.
 
 ``Pipeline.process`` takes one ``LineBatch`` through the stages in order:
 
@@ -72,7 +72,7 @@ class RunStats:
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one batch produced, for callers that publish or report it."""
+    """The output of one batch, for callers that publish or report it."""
 
     events: int
     dead_letters: list[DeadLetter]

@@ -25,22 +25,21 @@ import numpy as np
 from detectors.base import (
     Detection,
     DetectionContext,
-    Detector,
     SlotArrays,
+    SlotStateDetector,
     build_detection,
     explain,
     severity_from_score,
 )
 from detectors.ewma import _rounds
 from detectors.geo import CENTROID_CODES, country_indices, distance_km
-from pipeline.state import SubjectIndex
 from pipeline.windows import WindowBatch
 from schemas.detections import Evidence
 
 _SECONDS_PER_HOUR = 3600.0
 
 
-class ImpossibleTravel(Detector):
+class ImpossibleTravel(SlotStateDetector):
     """Flags tokens whose country changes faster than travel allows.
 
     Args:
@@ -65,18 +64,6 @@ class ImpossibleTravel(Detector):
                 "multi_country": (np.uint8, 0, ()),
             }
         )
-
-    def attach(self, index: SubjectIndex) -> None:
-        index.attach(self)
-
-    def grow(self, capacity: int) -> None:
-        self.state.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.state.reset(slots)
-
-    def state_nbytes(self) -> int:
-        return self.state.nbytes
 
     def detect(self, windows: WindowBatch, context: DetectionContext) -> list[Detection]:
         if windows.size == 0 or windows.pairs is None:

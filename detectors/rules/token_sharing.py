@@ -32,14 +32,13 @@ import numpy as np
 from detectors.base import (
     Detection,
     DetectionContext,
-    Detector,
     SlotArrays,
+    SlotStateDetector,
     build_detection,
     explain,
     severity_from_score,
 )
 from detectors.ewma import _rounds
-from pipeline.state import SubjectIndex
 from pipeline.windows import WindowBatch
 from schemas.detections import Evidence
 
@@ -55,7 +54,7 @@ _ADDRESSES, _GEOGRAPHY, _SOFTWARE = 0, 1, 2
 _ACTIVE_MAX = np.iinfo(np.uint16).max
 
 
-class TokenSharing(Detector):
+class TokenSharing(SlotStateDetector):
     """Flags tokens suddenly used from many more IPs, networks, countries or clients than usual.
 
     Args:
@@ -86,18 +85,6 @@ class TokenSharing(Detector):
         self.state = SlotArrays(
             {"mean": (np.float32, 0.0, (len(SHARING_FEATURES),)), "active": (np.uint16, 0, ())}
         )
-
-    def attach(self, index: SubjectIndex) -> None:
-        index.attach(self)
-
-    def grow(self, capacity: int) -> None:
-        self.state.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.state.reset(slots)
-
-    def state_nbytes(self) -> int:
-        return self.state.nbytes
 
     def detect(self, windows: WindowBatch, context: DetectionContext) -> list[Detection]:
         if windows.size == 0:

@@ -42,7 +42,7 @@ FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_FIELDS)}
 
 @dataclass(slots=True)
 class ParsedChunk:
-    """What a parser returns for one chunk of lines.
+    """The output of a parser for one chunk of lines.
 
     Invariant: ``len(rows) + len(dead)`` equals the number of lines given, so
     counts add up; ``positions[i]`` and ``formats[i]`` belong to ``rows[i]``.

@@ -1,4 +1,4 @@
-"""What every source yields: a batch of raw lines with their positions."""
+"""The batch every source yields: raw lines with their positions."""
 
 from __future__ import annotations
 
