@@ -32,7 +32,6 @@ import secrets
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.errors import ConfigError
 from pipeline.parsers.base import FIELD_INDEX, ParsedChunk
@@ -151,6 +150,12 @@ class TokenHasher:
         self._cache[credential] = token_id
         return token_id
 
+    def token_ids(self, credentials: np.ndarray) -> np.ndarray:
+        """Return the token id of each raw credential in an object array, hashing each distinct one once."""
+        values = credentials.tolist()
+        table = {credential: self.token_id(credential) for credential in set(values)}
+        return _strings(list(map(table.__getitem__, values)))
+
 
 def scrub_text(text: str) -> str:
     """Redact credentials from free text (a raw log line, a user agent) before it is stored.
@@ -185,19 +190,30 @@ def _redacted_like(value: str) -> str:
 def scrub_column(values: np.ndarray, paths: bool = False) -> np.ndarray:
     """Return ``scrub_text`` applied to a string column, computed once per distinct value.
 
-    ``paths`` selects a cheaper pre-test for request paths without their query string.
+    ``paths`` selects a cheaper pre-test for request paths without their
+    query string. A column with nothing to scrub is returned as is.
     """
     if len(values) == 0:
         return values
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    if paths:
-        may_hold = _PATH_MAY_HOLD_SECRET.search
-        scrubbed = [scrub_text(value) if may_hold(value) else value for value in uniques]
-    else:
-        scrubbed = [scrub_text(value) for value in uniques]
-    if all(new is old for new, old in zip(scrubbed, uniques, strict=True)):
+    rows = values.tolist()
+    may_hold = _PATH_MAY_HOLD_SECRET.search if paths else None
+    scrubbed: dict[str, str] = {}
+    for value in set(rows):
+        if may_hold is not None and not may_hold(value):
+            continue
+        new = scrub_text(value)
+        if new != value:
+            scrubbed[value] = new
+    if not scrubbed:
         return values
-    return _strings(scrubbed)[codes]
+    return _strings([scrubbed.get(value, value) for value in rows])
+
+
+def _prefixed(prefix: str, values: np.ndarray) -> np.ndarray:
+    """Return ``prefix + value`` for each value, one string object per distinct value."""
+    rows = values.tolist()
+    table = {value: prefix + value for value in set(rows)}
+    return _strings(list(map(table.__getitem__, rows)))
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -236,71 +252,98 @@ def identify(
 
     Raw credentials in ``credential`` and in the query string of ``target``
     are hashed here and dropped; the returned columns never hold them.
+    Work on strings runs once per distinct value of the chunk.
     """
-    n = len(chunk.rows)
+    n = len(chunk)
     if n == 0:
         return empty_events()
-    columns = list(zip(*chunk.rows, strict=True))
-    key_ids = columns[FIELD_INDEX["key_id"]]
-    credentials = columns[FIELD_INDEX["credential"]]
-    client_ips = columns[FIELD_INDEX["client_ip"]]
-
-    paths: list[str] = []
-    subjects: list[str] = []
-    kinds = np.empty(n, dtype=np.uint8)
-    token_id = hasher.token_id
-    for i, target in enumerate(columns[FIELD_INDEX["target"]]):
-        path, query_credential = split_target(target) if "?" in target else (target, "")
-        paths.append(path)
-        if key_ids[i]:
-            subjects.append(KEY_ID_PREFIX + key_ids[i])
-            kinds[i] = SubjectKind.KEY_ID
-        elif credentials[i] or query_credential:
-            subjects.append(token_id(credentials[i] or query_credential))
-            kinds[i] = SubjectKind.TOKEN_HASH
-        else:
-            subjects.append(IP_PREFIX + client_ips[i])
-            kinds[i] = SubjectKind.CLIENT_IP
+    raw = chunk.columns()
+    paths, query_credentials = _split_targets(raw["target"])
+    credentials = raw["credential"]
+    if query_credentials is not None:
+        from_query = (credentials == "") & (query_credentials != "")
+        if from_query.any():
+            credentials = credentials.copy()
+            credentials[from_query] = query_credentials[from_query]
+    subjects, kinds = _subjects(raw["key_id"], credentials, raw["client_ip"], hasher)
 
     # Free-text columns may carry a credential the gateway copied (a referer
     # with ?api_key=, a user agent with "Bearer ..."): scrubbed per distinct value.
-    path_column = scrub_column(_strings(paths), paths=True)
-    routes = columns[FIELD_INDEX["route"]]
-    route_column = _strings(routes)
+    path_column = scrub_column(paths, paths=True)
+    route_column = raw["route"]
     no_route = route_column == ""
     if no_route.any():
+        route_column = route_column.copy()
         route_column[no_route] = path_column[no_route]
     route_column = scrub_column(route_column, paths=True)
-    offsets = np.fromiter(chunk.positions, dtype=np.int64, count=n)
+    offsets = np.asarray(chunk.positions, dtype=np.int64)
     events: dict[str, np.ndarray] = {
         "event_id": event_ids(stream_id or source, partition, offsets),
-        "ts": np.fromiter(columns[FIELD_INDEX["ts"]], dtype=np.float64, count=n),
+        "ts": raw["ts"],
         "gateway": _strings(chunk.formats),
-        "subject_id": _strings(subjects),
+        "subject_id": subjects,
         "subject_kind": kinds,
-        "account": _strings(columns[FIELD_INDEX["account"]]),
-        "client_ip": _strings(client_ips),
-        "method": _strings(columns[FIELD_INDEX["method"]]),
-        "host": scrub_column(_strings(columns[FIELD_INDEX["host"]])),
+        "account": raw["account"],
+        "client_ip": raw["client_ip"],
+        "method": raw["method"],
+        "host": scrub_column(raw["host"]),
         "path": path_column,
         "route": route_column,
-        "status": np.fromiter(columns[FIELD_INDEX["status"]], dtype=np.uint16, count=n),
-        "latency_ms": np.fromiter(columns[FIELD_INDEX["latency_ms"]], dtype=np.float32, count=n),
-        "bytes_in": np.fromiter(columns[FIELD_INDEX["bytes_in"]], dtype=np.int64, count=n),
-        "bytes_out": np.fromiter(columns[FIELD_INDEX["bytes_out"]], dtype=np.int64, count=n),
-        "user_agent": scrub_column(_strings(columns[FIELD_INDEX["user_agent"]])),
-        "origin": scrub_column(_strings(columns[FIELD_INDEX["origin"]])),
-        "referer": scrub_column(_strings(columns[FIELD_INDEX["referer"]])),
-        "country": _strings(columns[FIELD_INDEX["country"]]),
-        "asn": np.fromiter(columns[FIELD_INDEX["asn"]], dtype=np.uint32, count=n),
-        "device_id": _strings(columns[FIELD_INDEX["device_id"]]),
-        "request_id": _strings(columns[FIELD_INDEX["request_id"]]),
+        "status": raw["status"].astype(np.uint16),
+        "latency_ms": raw["latency_ms"].astype(np.float32),
+        "bytes_in": raw["bytes_in"],
+        "bytes_out": raw["bytes_out"],
+        "user_agent": scrub_column(raw["user_agent"]),
+        "origin": scrub_column(raw["origin"]),
+        "referer": scrub_column(raw["referer"]),
+        "country": raw["country"],
+        "asn": raw["asn"].astype(np.uint32),
+        "device_id": raw["device_id"],
+        "request_id": raw["request_id"],
         "source": np.full(n, source, dtype=object),
         "partition": np.full(n, partition, dtype=np.int32),
         "offset": offsets,
         "late": np.zeros(n, dtype=np.bool_),
     }
     return events
+
+
+def _split_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split request targets into paths and query-string credentials ("" for none).
+
+    The credentials are None when no target has a query string.
+    """
+    rows = targets.tolist()
+    with_query = [index for index, target in enumerate(rows) if "?" in target]
+    if not with_query:
+        return targets, None
+    table = {rows[index]: split_target(rows[index]) for index in with_query}
+    paths = targets.copy()
+    credentials = np.full(len(rows), "", dtype=object)
+    for index in with_query:
+        paths[index], credentials[index] = table[rows[index]]
+    return paths, credentials
+
+
+def _subjects(
+    key_ids: np.ndarray, credentials: np.ndarray, client_ips: np.ndarray, hasher: TokenHasher
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick each event's subject id and kind: the key id, else the hashed credential, else the client IP."""
+    n = len(key_ids)
+    subjects = np.empty(n, dtype=object)
+    kinds = np.full(n, SubjectKind.CLIENT_IP, dtype=np.uint8)
+    has_key = key_ids != ""
+    has_credential = (credentials != "") & ~has_key
+    by_address = ~(has_key | has_credential)
+    if has_key.any():
+        subjects[has_key] = _prefixed(KEY_ID_PREFIX, key_ids[has_key])
+        kinds[has_key] = SubjectKind.KEY_ID
+    if has_credential.any():
+        subjects[has_credential] = hasher.token_ids(credentials[has_credential])
+        kinds[has_credential] = SubjectKind.TOKEN_HASH
+    if by_address.any():
+        subjects[by_address] = _prefixed(IP_PREFIX, client_ips[by_address])
+    return subjects, kinds
 
 
 def empty_events() -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ which gives effectively-once results on top of at-least-once delivery.
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 import time
@@ -44,6 +45,27 @@ from schemas.detections import Detection
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 2
+
+# Collect the young generation after this many net allocations of container
+# objects (CPython's default is 700). A 20,000-line batch allocates hundreds of
+# thousands of short-lived tuples, so the default ran the collector hundreds of
+# times per batch.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def prepare_gc_for_batches() -> None:
+    """Freeze the objects built so far and collect young objects less often.
+
+    Call once after the pipeline is built: the cyclic garbage collector never
+    traverses frozen objects (modules, parsers, start-up state) again. On the
+    500,000-line benchmark in ``benchmarks/bench_replay.py`` this raised replay
+    from about 73,000 to 82,000 events/s (2-vCPU AMD EPYC, one run each).
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    logger.debug("garbage collector: %d objects frozen, young threshold %d", gc.get_freeze_count(), GC_YOUNG_THRESHOLD)
 
 
 @dataclass(slots=True)

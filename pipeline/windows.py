@@ -31,7 +31,6 @@ get the country of their client IP before any feature is computed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pipeline.factorize import factorize_strings
+from pipeline.hashing import hash_pair
+from pipeline.state import subject_keys
 from schemas.events import EVENT_COLUMNS, SubjectKind
 from schemas.windows import CLIENT_WINDOW_FEATURES, PAIR_COLUMNS, WINDOW_FEATURES, WINDOW_KEYS
 
@@ -356,27 +358,44 @@ def network_of(address: str) -> str:
     return head + ".0/24" if head else address
 
 
-def _distinct_per_group(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Count distinct ``values`` (a string column) within each group id."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    pairs = np.unique(group.astype(np.int64) * max(len(uniques), 1) + codes)
-    return np.bincount(pairs // max(len(uniques), 1), minlength=n_groups).astype(np.float64)
-
-
-def _distinct_nonempty_per_group(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    present = values != ""
-    if present.all():
-        return _distinct_per_group(group, values, n_groups)
-    return _distinct_per_group(group[present], values[present], n_groups)
+def _distinct_nonempty_codes(
+    group: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Count distinct codes per group, leaving out the code of "" (a value the gateway did not log)."""
+    empty = np.flatnonzero(uniques == "")
+    if len(empty) == 0:
+        return _distinct_codes_per_group(group, codes, len(uniques), n_groups)
+    present = codes != empty[0]
+    return _distinct_codes_per_group(group[present], codes[present], len(uniques), n_groups)
 
 
 def window_ids(subject_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Derive a deterministic 64-bit id per (subject, window start)."""
-    ids = np.empty(len(subject_ids), dtype=np.uint64)
-    for i, (subject, start) in enumerate(zip(subject_ids, starts, strict=True)):
-        digest = hashlib.blake2b(f"{subject}\x00{start:.3f}".encode(), digest_size=8).digest()
-        ids[i] = int.from_bytes(digest, "little")
-    return ids
+    """Derive a deterministic 64-bit id per (subject, window start).
+
+    The id hashes the subject's 64-bit key (``state.subject_keys``) with the
+    start in whole milliseconds, so it is computed once per distinct subject.
+    """
+    codes, subjects = factorize_strings(np.asarray(subject_ids, dtype=object))
+    keys, _ = subject_keys(subjects)
+    return _window_ids_from_keys(keys[codes], starts)
+
+
+def _window_ids_from_keys(keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    start_ms = np.rint(np.asarray(starts, dtype=np.float64) * 1000.0).astype(np.int64).view(np.uint64)
+    return hash_pair(keys, start_ms)
+
+
+@dataclass(slots=True)
+class _Factorized:
+    """Codes and uniques of one string column of the event batch."""
+
+    codes: np.ndarray
+    uniques: np.ndarray
+
+    @staticmethod
+    def of(values: np.ndarray) -> _Factorized:
+        codes, uniques = factorize_strings(values)
+        return _Factorized(codes, uniques)
 
 
 def compute_features(
@@ -387,18 +406,18 @@ def compute_features(
 ) -> WindowBatch:
     """Compute the features of every (subject, window) found in ``events``.
 
-    All work is vectorized: one factorization of (subject, window index),
-    then bincounts for counts and sums and one sort for latency quantiles
+    All work is vectorized: each string column is factorized once, then
+    bincounts give counts and sums and one sort gives latency quantiles
     (the "lower" method: an observed value, never an interpolation). The
-    pair tables and client windows take one more factorization each.
+    pair tables and client windows reuse the same codes.
     """
     ts = events["ts"]
     if len(ts) == 0:
         return WindowBatch.empty()
     window_index = np.floor(ts / size_s).astype(np.int64)
     window_offset = window_index - window_index.min()
-    subject_codes, subjects = pd.factorize(events["subject_id"], use_na_sentinel=False)
-    combined = window_offset * len(subjects) + subject_codes
+    subjects = _Factorized.of(events["subject_id"])
+    combined = window_offset * len(subjects.uniques) + subjects.codes
     group, group_keys = pd.factorize(combined, sort=True)
     n_groups = len(group_keys)
 
@@ -407,13 +426,18 @@ def compute_features(
     requests = np.bincount(group, minlength=n_groups).astype(np.float64)
     status = events["status"]
     failing = (status == 401) | (status == 403)
-    countries = _resolve_countries(events["country"], events["client_ip"], country_lookup)
 
     def ratio(mask: np.ndarray) -> np.ndarray:
         return np.bincount(group, weights=mask, minlength=n_groups) / requests
 
-    ip_codes, ips = pd.factorize(events["client_ip"], use_na_sentinel=False)
-    networks = _networks(ip_codes, ips)
+    ips = _Factorized.of(events["client_ip"])
+    networks = _networks(ips)
+    agents = _Factorized.of(events["user_agent"])
+    routes = _Factorized.of(events["route"])
+    countries = _Factorized.of(_resolve_countries(events["country"], events["client_ip"], country_lookup))
+    devices = _Factorized.of(events["device_id"])
+    origins = _Factorized.of(_column(events, "origin"))
+
     latency_p50, latency_p95 = _latency_quantiles(group, events["latency_ms"], n_groups)
     features = np.empty((n_groups, len(FEATURE_NAMES)), dtype=np.float64)
     features[:, FEATURE_INDEX["requests"]] = requests
@@ -421,13 +445,21 @@ def compute_features(
     features[:, FEATURE_INDEX["ratio_401_403"]] = ratio(failing)
     features[:, FEATURE_INDEX["ratio_429"]] = ratio(status == 429)
     features[:, FEATURE_INDEX["ratio_5xx"]] = ratio(status >= 500)
-    features[:, FEATURE_INDEX["distinct_ips"]] = _distinct_codes_per_group(group, ip_codes, len(ips), n_groups)
-    features[:, FEATURE_INDEX["distinct_networks"]] = _distinct_per_group(group, networks, n_groups)
-    features[:, FEATURE_INDEX["distinct_user_agents"]] = _distinct_per_group(group, events["user_agent"], n_groups)
-    features[:, FEATURE_INDEX["distinct_routes"]] = _distinct_per_group(group, events["route"], n_groups)
-    features[:, FEATURE_INDEX["distinct_countries"]] = _distinct_nonempty_per_group(group, countries, n_groups)
-    features[:, FEATURE_INDEX["distinct_devices"]] = _distinct_nonempty_per_group(
-        group, events["device_id"], n_groups
+    features[:, FEATURE_INDEX["distinct_ips"]] = _distinct_codes_per_group(group, ips.codes, len(ips.uniques), n_groups)
+    features[:, FEATURE_INDEX["distinct_networks"]] = _distinct_codes_per_group(
+        group, networks.codes, len(networks.uniques), n_groups
+    )
+    features[:, FEATURE_INDEX["distinct_user_agents"]] = _distinct_codes_per_group(
+        group, agents.codes, len(agents.uniques), n_groups
+    )
+    features[:, FEATURE_INDEX["distinct_routes"]] = _distinct_codes_per_group(
+        group, routes.codes, len(routes.uniques), n_groups
+    )
+    features[:, FEATURE_INDEX["distinct_countries"]] = _distinct_nonempty_codes(
+        group, countries.codes, countries.uniques, n_groups
+    )
+    features[:, FEATURE_INDEX["distinct_devices"]] = _distinct_nonempty_codes(
+        group, devices.codes, devices.uniques, n_groups
     )
     features[:, FEATURE_INDEX["bytes_in"]] = np.bincount(
         group, weights=np.maximum(events["bytes_in"], 0), minlength=n_groups
@@ -440,10 +472,10 @@ def compute_features(
 
     first_offset, last_offset = _offset_range(group, events["offset"], n_groups)
     starts = window_index[first].astype(np.float64) * size_s
-    subject_ids = events["subject_id"][first]
+    subject_keys_by_code, _ = subject_keys(subjects.uniques)
     keys = {
-        "window_id": window_ids(subject_ids, starts),
-        "subject_id": subject_ids,
+        "window_id": _window_ids_from_keys(subject_keys_by_code[subjects.codes[first]], starts),
+        "subject_id": events["subject_id"][first],
         "subject_kind": events["subject_kind"][first],
         "account": events["account"][first],
         "window_start": starts,
@@ -451,17 +483,12 @@ def compute_features(
         "first_offset": first_offset,
         "last_offset": last_offset,
     }
-    pair_inputs = {
-        "client_ip": (ip_codes, ips),
-        "country": pd.factorize(countries, use_na_sentinel=False),
-        "origin": pd.factorize(_column(events, "origin"), use_na_sentinel=False),
-        "route": pd.factorize(events["route"], use_na_sentinel=False),
-    }
     not_served = status >= 400
     pairs = {
-        name: _pair_table(group, codes, uniques, not_served) for name, (codes, uniques) in pair_inputs.items()
+        name: _pair_table(group, column.codes, column.uniques, not_served)
+        for name, column in (("client_ip", ips), ("country", countries), ("origin", origins), ("route", routes))
     }
-    clients = _client_windows(events, window_index, size_s, ip_codes, ips, subject_codes, len(subjects), failing)
+    clients = _client_windows(events, window_index, size_s, ips, agents, subjects, failing)
     return WindowBatch(
         keys=keys,
         features=features,
@@ -527,38 +554,39 @@ def _client_windows(
     events: dict[str, np.ndarray],
     window_index: np.ndarray,
     size_s: float,
-    ip_codes: np.ndarray,
-    ips,
-    subject_codes: np.ndarray,
-    n_subjects: int,
+    ips: _Factorized,
+    agents: _Factorized,
+    subjects: _Factorized,
     failing: np.ndarray,
 ) -> ClientWindowBatch:
     """Group events by (client IP, window): requests, 401/403, distinct and failing subjects."""
     if len(window_index) == 0:
         return ClientWindowBatch.empty()
-    n_ips = max(len(ips), 1)
+    n_ips = max(len(ips.uniques), 1)
+    n_subjects = len(subjects.uniques)
     base = window_index.min()
-    group, group_keys = pd.factorize((window_index - base) * n_ips + ip_codes, sort=True)
+    group, group_keys = pd.factorize((window_index - base) * n_ips + ips.codes, sort=True)
     n_groups = len(group_keys)
     features = np.empty((n_groups, len(CLIENT_WINDOW_FEATURES)), dtype=np.float64)
     features[:, CLIENT_FEATURE_INDEX["requests"]] = np.bincount(group, minlength=n_groups)
     features[:, CLIENT_FEATURE_INDEX["failures_401_403"]] = np.bincount(group, weights=failing, minlength=n_groups)
     features[:, CLIENT_FEATURE_INDEX["distinct_subjects"]] = _distinct_codes_per_group(
-        group, subject_codes, n_subjects, n_groups
+        group, subjects.codes, n_subjects, n_groups
     )
     features[:, CLIENT_FEATURE_INDEX["distinct_failing_subjects"]] = _distinct_codes_per_group(
-        group[failing], subject_codes[failing], n_subjects, n_groups
+        group[failing], subjects.codes[failing], n_subjects, n_groups
     )
-    features[:, CLIENT_FEATURE_INDEX["distinct_user_agents"]] = _distinct_per_group(
-        group, events["user_agent"], n_groups
+    features[:, CLIENT_FEATURE_INDEX["distinct_user_agents"]] = _distinct_codes_per_group(
+        group, agents.codes, len(agents.uniques), n_groups
     )
-    client_ips = np.asarray(ips, dtype=object)[group_keys % n_ips]
+    ip_codes = group_keys % n_ips
+    client_ips = ips.uniques[ip_codes]
     starts = ((group_keys // n_ips) + base).astype(np.float64) * size_s
     first_offset, last_offset = _offset_range(group, events["offset"], n_groups)
-    subject_ids = np.array([CLIENT_SUBJECT_PREFIX + address for address in client_ips], dtype=object)
-    id_names = np.array(["client:" + address for address in client_ips], dtype=object)
+    subject_ids = _prefixed(CLIENT_SUBJECT_PREFIX, ips.uniques)[ip_codes]
+    client_keys, _ = subject_keys(_prefixed("client:", ips.uniques))
     keys = {
-        "window_id": window_ids(id_names, starts),
+        "window_id": _window_ids_from_keys(client_keys[ip_codes], starts),
         "subject_id": subject_ids,
         "subject_kind": np.full(n_groups, SubjectKind.CLIENT_IP, dtype=np.uint8),
         "account": np.full(n_groups, "", dtype=object),
@@ -571,9 +599,18 @@ def _client_windows(
     return ClientWindowBatch(keys=keys, features=features)
 
 
-def _networks(codes: np.ndarray, uniques) -> np.ndarray:
-    unique_networks = np.array([network_of(address) for address in uniques], dtype=object)
-    return unique_networks[codes] if len(uniques) else np.empty(0, dtype=object)
+def _prefixed(prefix: str, values: np.ndarray) -> np.ndarray:
+    prefixed = np.empty(len(values), dtype=object)
+    prefixed[:] = [prefix + value for value in values.tolist()]
+    return prefixed
+
+
+def _networks(ips: _Factorized) -> _Factorized:
+    """Factorize the network (``network_of``) of each event's client IP, one lookup per distinct IP."""
+    by_ip = np.empty(len(ips.uniques), dtype=object)
+    by_ip[:] = [network_of(address) for address in ips.uniques.tolist()]
+    network_codes, networks = factorize_strings(by_ip)
+    return _Factorized(network_codes[ips.codes], networks)
 
 
 def _latency_quantiles(group: np.ndarray, latency: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

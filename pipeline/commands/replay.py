@@ -13,7 +13,7 @@ from pipeline.assemble import build_pipeline, open_store
 from pipeline.commands.common import add_settings_arguments, load_mapping, settings_from_args
 from pipeline.metrics import Metrics, MetricsServer
 from pipeline.parsers import FORMAT_IDS
-from pipeline.runner import Pipeline, RunStats
+from pipeline.runner import Pipeline, RunStats, prepare_gc_for_batches
 from pipeline.sinks.actions import JsonLinesActionSink
 from pipeline.sinks.write_behind import WriteBehind
 from pipeline.sources.files import check_readable, read_batches
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             settings, store=store, log_format=args.format, mapping=mapping, action_sinks=sinks, writer=writer
         )
         progress = Progress(enabled=show_progress)
+        prepare_gc_for_batches()
         for path in args.files:
             replay_file(pipeline, path, settings.batch_lines, progress, metrics)
         if writer is not None:

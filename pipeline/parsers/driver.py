@@ -7,8 +7,11 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import ConfigError
-from pipeline.parsers.base import ParsedChunk, Parser
+from pipeline.parsers.base import ColumnBlock, ParsedChunk, Parser
+from pipeline.parsers.clf_columns import CombinedColumnParser
 from pipeline.parsers.container import has_cri_prefix, strip_cri_prefix
 from pipeline.parsers.detect import detect_format
 from pipeline.parsers.errors import FormatMismatch
@@ -23,6 +26,48 @@ INTERNAL_ERROR_LOG_INTERVAL = 1000
 
 def _parse_without_format(line: str) -> tuple:
     raise FormatMismatch("no format detected yet")
+
+
+def _decode_block(lines: list[bytes]) -> list[str] | None:
+    """Decode a chunk in one call, as the line parser decodes each line, without line endings.
+
+    Takes lines without a newline (as sources yield them) or lines that
+    each end with one (as ``readlines`` returns them). Returns None for
+    other chunks, such as a Kafka record holding a newline.
+    """
+    if not lines:
+        return None
+    if lines[0].endswith(b"\n"):
+        blob = b"".join(lines)
+        if blob.count(b"\n") != len(lines) or not all(line.endswith(b"\n") for line in lines):
+            return None
+        texts = blob.decode("utf-8", "backslashreplace").split("\n")
+        texts.pop()
+        return texts
+    blob = b"\n".join(lines)
+    if blob.count(b"\n") != len(lines) - 1:
+        return None
+    return blob.decode("utf-8", "backslashreplace").split("\n")
+
+
+def _merge_in_line_order(
+    chunk: ParsedChunk,
+    columns: dict[str, np.ndarray],
+    taken: list[int],
+    block_positions: list[int],
+    line_row_indexes: list[int],
+    format_id: str,
+) -> None:
+    """Merge block rows (lines ``taken``) and line rows (lines ``line_row_indexes``) into one block in line order."""
+    positions = block_positions + chunk.positions
+    formats = [format_id] * len(taken) + chunk.formats
+    chunk.block = ColumnBlock(columns)
+    merged = chunk.columns()
+    order = np.argsort(np.asarray(taken + line_row_indexes), kind="stable")
+    chunk.block = ColumnBlock({name: column[order] for name, column in merged.items()})
+    chunk.line_rows = []
+    chunk.positions = [positions[i] for i in order.tolist()]
+    chunk.formats = [formats[i] for i in order.tolist()]
 
 
 def _expand_formats(format_starts: list[tuple[int, str]], row_count: int) -> list[str]:
@@ -52,12 +97,22 @@ class LineParser:
     after the first detection, and ``internal_errors`` counts lines that hit
     a parser bug.
 
+    While the current format is ``nginx_combined``, chunks go through its
+    columnar parser (``clf_columns``), which gives the same rows several
+    times faster. Lines it does not take go through the line parsers as
+    above. ``columnar=False`` parses every line with the line parsers.
+
     Raises:
         ConfigError: ``format`` is not a registered format id, or ``mapping``
             is invalid or given with a format other than ``json``.
     """
 
-    def __init__(self, format: str | None = None, mapping: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        format: str | None = None,
+        mapping: Mapping[str, Any] | None = None,
+        columnar: bool = True,
+    ) -> None:
         if format is not None:
             check_format_id(format)
         if mapping is not None and format not in (None, "json"):
@@ -66,6 +121,7 @@ class LineParser:
         self._pinned = format is not None
         self._current: Parser | None = self._parsers[format] if format is not None else None
         self._strip_prefix = False
+        self._column_parsers = {CombinedColumnParser.format_id: CombinedColumnParser()} if columnar else {}
         self.format_switches = 0
         self.internal_errors = 0
 
@@ -90,7 +146,41 @@ class LineParser:
         chunk = ParsedChunk()
         if self._current is None:
             self._detect(lines)
-        rows = chunk.rows
+        column_parser = self._column_parser()
+        texts = _decode_block(lines) if column_parser is not None else None
+        if texts is None:
+            self._parse_lines(lines, positions, chunk)
+            return chunk
+
+        try:
+            columns, taken, misfits = column_parser.parse_block(texts)
+        except Exception as error:  # noqa: BLE001 - a parser bug must not lose the chunk
+            self._record_internal_error(column_parser.format_id, error, positions[0])
+            self._parse_lines(lines, positions, chunk)
+            return chunk
+        if not misfits:
+            chunk.block = ColumnBlock(columns)
+            chunk.positions = list(positions)
+            chunk.formats = [column_parser.format_id] * len(taken)
+            return chunk
+        kept = self._parse_lines([lines[i] for i in misfits], [positions[i] for i in misfits], chunk)
+        if taken:
+            block_positions = [positions[i] for i in taken]
+            line_row_indexes = [misfits[i] for i in kept]
+            _merge_in_line_order(chunk, columns, taken, block_positions, line_row_indexes, column_parser.format_id)
+        return chunk
+
+    def _column_parser(self) -> CombinedColumnParser | None:
+        if self._current is None or self._strip_prefix:
+            return None
+        return self._column_parsers.get(self._current.format_id)
+
+    def _parse_lines(self, lines: list[bytes], positions: list[int], chunk: ParsedChunk) -> list[int]:
+        """Parse lines one by one into ``chunk.line_rows``, setting its positions and formats, or dead letters.
+
+        Returns the indexes (into ``lines``) of the lines that became rows.
+        """
+        rows = chunk.line_rows
         append_row = rows.append
         # Positions and formats are built after the loop, from the lines that
         # became dead letters and the row counts where the format changed,
@@ -132,11 +222,13 @@ class LineParser:
 
         if dead_indexes:
             dead = set(dead_indexes)
-            chunk.positions = [position for index, position in enumerate(positions) if index not in dead]
+            kept = [index for index in range(len(lines)) if index not in dead]
+            chunk.positions = [positions[index] for index in kept]
         else:
+            kept = list(range(len(lines)))
             chunk.positions = list(positions)
         chunk.formats = _expand_formats(format_starts, len(rows))
-        return chunk
+        return kept
 
     def _detect(self, lines: list[bytes]) -> None:
         format_id = detect_format(lines, self._parsers)

@@ -89,29 +89,33 @@ def upstream_seconds_to_ms(name: str, value: str) -> float:
     return total
 
 
-class _Layout:
+class Layout:
     """A compiled extras layout: the names, order and quoting of one tail, seen again on most lines.
 
     ``fills`` lists (group index, row index, converter) for the known names;
     a converter returns the row value for a logged value other than "" or "-".
+    ``pattern_text`` is the regex source of ``pattern``, so a parser can
+    append it to its own line pattern.
     """
 
-    __slots__ = ("fills", "pattern")
+    __slots__ = ("fills", "pattern", "pattern_text")
 
-    def __init__(self, pattern: re.Pattern, fills: tuple[tuple[int, int, Callable[[str], Any]], ...]) -> None:
-        self.pattern = pattern
+    def __init__(self, pattern_text: str, fills: tuple[tuple[int, int, Callable[[str], Any]], ...]) -> None:
+        self.pattern_text = pattern_text
+        self.pattern = re.compile(pattern_text)
         self.fills = fills
 
 
 _QUOTED_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
-_last_layout: _Layout | None = None
+_last_layout: Layout | None = None
 # After a tail that has no layout (unnamed fields), skip this many tails
 # before compiling again, so such logs do not pay for a build on every line.
 _BUILD_BACKOFF_LINES = 1000
 _builds_skipped = 0
 
 
-def _text(value: str) -> str:
+def unescape_quotes(value: str) -> str:
+    """Return a quoted value with Apache's ``\\"`` escapes undone."""
     return value.replace('\\"', '"') if '\\"' in value else value
 
 
@@ -121,17 +125,17 @@ def _converter(target: str, name: str) -> Callable[[str], Any]:
     if target == UPSTREAM_LATENCY_SECONDS:
         return lambda value: upstream_seconds_to_ms(name, value)
     if target == "credential":
-        return lambda value: credential_value(_text(value))
+        return lambda value: credential_value(unescape_quotes(value))
     if target == "bytes_in":
         return lambda value: int_value(name, value, -1)
     if target == "asn":
         return lambda value: asn_value(name, value)
     if target == "country":
-        return lambda value: _text(value).upper()
-    return _text
+        return lambda value: unescape_quotes(value).upper()
+    return unescape_quotes
 
 
-def _build_layout(tail: str) -> _Layout | None:
+def build_layout(tail: str) -> Layout | None:
     """Compile the layout of ``tail``, or None when it has unnamed fields or a field twice.
 
     A field that two names fill (two credentials, request and upstream time)
@@ -156,7 +160,7 @@ def _build_layout(tail: str) -> _Layout | None:
         fills.append((index, slot, _converter(target, name)))
     if not parts:
         return None
-    return _Layout(re.compile(r"\s*" + r"\s+".join(parts) + r"\s*"), tuple(fills))
+    return Layout(r"\s*" + r"\s+".join(parts) + r"\s*", tuple(fills))
 
 
 def apply_extra_fields(row: tuple, tail: str) -> tuple:
@@ -188,7 +192,7 @@ def apply_extra_fields(row: tuple, tail: str) -> tuple:
     if _builds_skipped > 0:
         _builds_skipped -= 1
     else:
-        _last_layout = _build_layout(tail)
+        _last_layout = build_layout(tail)
         if _last_layout is None:
             _builds_skipped = _BUILD_BACKOFF_LINES
     return _apply_general(row, tail)

@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
+from pipeline.hashing import hash_pair, splitmix64
+
 _BASE62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 _DIGITS_PER_WORD = 8  # 62**8 < 2**48, so 8 digits per 64-bit hash stay close to uniform
 
-
-def splitmix64(values: np.ndarray | int) -> np.ndarray:
-    """Hash uint64 values with the SplitMix64 finalizer (wrapping arithmetic)."""
-    z = np.asarray(values, dtype=np.uint64) + _GOLDEN
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * _MUL1
-        z = (z ^ (z >> np.uint64(27))) * _MUL2
-    return z ^ (z >> np.uint64(31))
-
-
-def hash_pair(key: np.ndarray | int, value: np.ndarray | int) -> np.ndarray:
-    """Hash two uint64 inputs together (order matters)."""
-    with np.errstate(over="ignore"):
-        return splitmix64(splitmix64(key) ^ np.asarray(value, dtype=np.uint64))
+__all__ = ["base62_strings", "hash_pair", "splitmix64", "unit_float"]
 
 
 def unit_float(hashes: np.ndarray) -> np.ndarray:

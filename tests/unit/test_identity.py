@@ -52,7 +52,7 @@ def make_row(**values) -> tuple:
 
 def chunk_of(*rows: tuple) -> ParsedChunk:
     return ParsedChunk(
-        rows=list(rows),
+        line_rows=list(rows),
         positions=list(range(1, len(rows) + 1)),
         formats=["nginx_combined"] * len(rows),
     )

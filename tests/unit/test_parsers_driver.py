@@ -306,7 +306,7 @@ def test_line_parser_empty_chunk():
 
 
 def test_line_parser_bug_becomes_dead_letter(monkeypatch, caplog):
-    parser = LineParser("nginx_combined")
+    parser = LineParser("nginx_combined", columnar=False)
 
     def broken_parse_line(line: str) -> tuple:
         raise KeyError("Bearer secret-token")
@@ -316,6 +316,22 @@ def test_line_parser_bug_becomes_dead_letter(monkeypatch, caplog):
         chunk = parse(parser, encode(COMBINED_LINE))
     reason = "internal error in the nginx_combined parser (KeyError)"
     assert chunk.dead == [(1, COMBINED_LINE, reason, "nginx_combined")]
+    assert parser.internal_errors == 1
+    assert "KeyError" in caplog.text
+    assert "secret-token" not in caplog.text
+
+
+def test_column_parser_bug_falls_back_to_line_parser(monkeypatch, caplog):
+    parser = LineParser("nginx_combined")
+
+    def broken_parse_block(texts: list[str]) -> tuple:
+        raise KeyError("Bearer secret-token")
+
+    monkeypatch.setattr(parser._column_parsers["nginx_combined"], "parse_block", broken_parse_block)
+    with caplog.at_level(logging.ERROR, logger="pipeline.parsers.driver"):
+        chunk = parse(parser, encode(COMBINED_LINE, COMBINED_LINE))
+    assert len(chunk.rows) == 2
+    assert chunk.dead == []
     assert parser.internal_errors == 1
     assert "KeyError" in caplog.text
     assert "secret-token" not in caplog.text
