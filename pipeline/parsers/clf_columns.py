@@ -133,18 +133,23 @@ class CombinedColumnParser:
         self._pattern: re.Pattern | None = None
         self._layout: Layout | None = None
 
-    def parse_block(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+    def parse_block(
+        self, texts: list[str], escaped: bool | None = None
+    ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         """Parse the lines this parser takes exactly.
 
-        ``texts`` are decoded lines without line endings. Returns the columns
-        of the rows taken (``RAW_FIELDS`` names, ``ColumnBlock`` dtypes), the
-        indexes of the lines taken and the indexes of the misfits, both in
-        line order.
+        ``texts`` are decoded lines without line endings. ``escaped`` tells
+        whether any of them contains ``\\"``; None makes this method check.
+        Returns the columns of the rows taken (``RAW_FIELDS`` names,
+        ``ColumnBlock`` dtypes), the indexes of the lines taken and the
+        indexes of the misfits, both in line order.
         """
         if self._pattern is None:
             self._choose_pattern(texts)
         matches = list(map(self._pattern.fullmatch, texts))
-        if None in matches or any('\\"' in text for text in texts):
+        if escaped is None:
+            escaped = any('\\"' in text for text in texts)
+        if escaped or None in matches:
             taken = [i for i, match in enumerate(matches) if match is not None and '\\"' not in texts[i]]
         else:
             taken = list(range(len(texts)))
@@ -153,7 +158,7 @@ class CombinedColumnParser:
         if len(taken) == 0:
             columns = {name: np.empty(0, dtype=NUMERIC_FIELD_DTYPES.get(name, object)) for name in RAW_FIELDS}
         else:
-            columns, failed_rows = self._convert(np.array([match.groups() for match in matches], dtype=object))
+            columns, failed_rows = self._convert(np.array(list(map(re.Match.groups, matches)), dtype=object))
             if failed_rows.any():
                 kept = ~failed_rows
                 columns = {name: column[kept] for name, column in columns.items()}

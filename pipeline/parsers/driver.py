@@ -28,26 +28,27 @@ def _parse_without_format(line: str) -> tuple:
     raise FormatMismatch("no format detected yet")
 
 
-def _decode_block(lines: list[bytes]) -> list[str] | None:
+def _decode_block(lines: list[bytes]) -> tuple[list[str], bool] | None:
     """Decode a chunk in one call, as the line parser decodes each line, without line endings.
 
     Takes lines without a newline (as sources yield them) or lines that
-    each end with one (as ``readlines`` returns them). Returns None for
-    other chunks, such as a Kafka record holding a newline.
+    each end with one (as ``readlines`` returns them). Returns the lines and
+    whether any contains ``\\"``, or None for other chunks, such as a Kafka
+    record holding a newline.
     """
     if not lines:
         return None
-    if lines[0].endswith(b"\n"):
-        blob = b"".join(lines)
-        if blob.count(b"\n") != len(lines) or not all(line.endswith(b"\n") for line in lines):
-            return None
-        texts = blob.decode("utf-8", "backslashreplace").split("\n")
-        texts.pop()
-        return texts
-    blob = b"\n".join(lines)
-    if blob.count(b"\n") != len(lines) - 1:
+    ended = lines[0].endswith(b"\n")
+    if ended and not all(line.endswith(b"\n") for line in lines):
         return None
-    return blob.decode("utf-8", "backslashreplace").split("\n")
+    text = (b"".join(lines) if ended else b"\n".join(lines)).decode("utf-8", "backslashreplace")
+    texts = text.split("\n")
+    if ended:
+        texts.pop()
+    if len(texts) != len(lines):
+        return None
+    # A one-character search runs on memchr, many times faster than the two-character one.
+    return texts, "\\" in text and '\\"' in text
 
 
 def _merge_in_line_order(
@@ -147,13 +148,13 @@ class LineParser:
         if self._current is None:
             self._detect(lines)
         column_parser = self._column_parser()
-        texts = _decode_block(lines) if column_parser is not None else None
-        if texts is None:
+        decoded = _decode_block(lines) if column_parser is not None else None
+        if decoded is None:
             self._parse_lines(lines, positions, chunk)
             return chunk
 
         try:
-            columns, taken, misfits = column_parser.parse_block(texts)
+            columns, taken, misfits = column_parser.parse_block(*decoded)
         except Exception as error:  # noqa: BLE001 - a parser bug must not lose the chunk
             self._record_internal_error(column_parser.format_id, error, positions[0])
             self._parse_lines(lines, positions, chunk)

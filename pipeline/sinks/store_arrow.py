@@ -67,10 +67,27 @@ def batch_length(columns: Mapping[str, np.ndarray], expected: Mapping[str, np.dt
     return next(iter(lengths.values()), 0)
 
 
+def _constant_strings(values: np.ndarray) -> pa.Array | None:
+    """Return a string column whose rows all hold one str as a dictionary array, else None.
+
+    Building it takes one comparison per row instead of copying every
+    string, and ClickHouse reads a dictionary column into a String or
+    LowCardinality(String) column alike. Many columns of a batch are
+    constant: the source, the gateway, and fields the gateway never logs.
+    """
+    first = values[0]
+    if not isinstance(first, str) or values[-1] != first or not (values == first).all():
+        return None
+    return pa.DictionaryArray.from_arrays(np.zeros(len(values), dtype=np.int8), pa.array([first], type=pa.string()))
+
+
 def _column_array(name: str, values: np.ndarray, time_columns: frozenset[str]) -> pa.Array:
     if name in time_columns:
         return seconds_to_timestamps(values, name)
     if values.dtype == object:
+        constant = _constant_strings(values) if len(values) else None
+        if constant is not None:
+            return constant
         try:
             array = pa.array(values, type=pa.string())
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
