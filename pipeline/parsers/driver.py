@@ -99,9 +99,10 @@ class LineParser:
     a parser bug.
 
     While the current format is ``nginx_combined``, chunks go through its
-    columnar parser (``clf_columns``), which gives the same rows several
-    times faster. Lines it does not take go through the line parsers as
-    above. ``columnar=False`` parses every line with the line parsers.
+    columnar parser (``clf_columns``). It gives the same rows as arrays, so
+    the identity stage needs no loop over rows. Lines it does not take go
+    through the line parsers as above. ``columnar=False`` parses every line
+    with the line parsers.
 
     Raises:
         ConfigError: ``format`` is not a registered format id, or ``mapping``
