@@ -25,6 +25,7 @@ subjects the chance of any collision is about 3e-8.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from typing import Protocol
@@ -88,6 +89,9 @@ def subject_keys(subject_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys, is_token
 
 
+# Subjects and client addresses recur from batch to batch, and a BLAKE2b call
+# costs about ten cache lookups.
+@functools.lru_cache(maxsize=1 << 18)
 def _hashed_key(subject_id: str) -> int:
     digest = hashlib.blake2b(subject_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "little")

@@ -31,6 +31,7 @@ get the country of their client IP before any feature is computed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -350,6 +351,7 @@ def _with_defaults(events: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return full
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def network_of(address: str) -> str:
     """Return the /24 (IPv4) or /48 (IPv6) network of an address, the unit for 'networks'."""
     if ":" in address:
