@@ -292,6 +292,20 @@ def test_write_events_round_trips(store: AuditStore) -> None:
         assert stored[name] == batch[name].tolist(), name
 
 
+def test_write_events_constant_columns_round_trip(store: AuditStore) -> None:
+    batch = event_batch(5)
+    batch["host"][2] = "other.example.com"
+    batch["origin"][:] = "https://app.example.com"
+
+    store.write_events(batch)
+    names, rows = store.query("SELECT host, origin, source, gateway FROM events FINAL ORDER BY offset")
+
+    assert [row[0] for row in rows] == batch["host"].tolist()
+    assert [row[1] for row in rows] == ["https://app.example.com"] * 5
+    assert [row[2] for row in rows] == ["gateway-logs"] * 5
+    assert [row[3] for row in rows] == ["kong_json"] * 5
+
+
 def test_write_windows_round_trips(store: AuditStore) -> None:
     batch = window_batch(5)
 
