@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.parsers.base import FIELD_INDEX, ParsedChunk
+from pipeline.parsers.base import ParsedChunk
 from schemas.events import EVENT_COLUMNS, SubjectKind
 
 logger = logging.getLogger(__name__)

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from pipeline.parsers.base import NUMERIC_FIELD_DTYPES, RAW_FIELDS
 from pipeline.parsers.clf import COMBINED_FAST_PATTERN, CombinedParser, split_request_line
+from pipeline.parsers.clf_vector import parse_vector
+from pipeline.parsers.column_values import convert_each, convert_runs
 from pipeline.parsers.extras import Layout, apply_extra_fields, build_layout, unescape_quotes
-from pipeline.factorize import factorize_strings
 from pipeline.parsers.fields import NAN
 from pipeline.parsers.timestamps import clf_time_to_epoch
 
@@ -59,43 +58,6 @@ _LAYOUT = "layout"
 """Mode for extra fields in one compiled layout (``extras.Layout``)."""
 _GENERIC = "generic"
 """Mode for extra fields without a layout, applied row by row as the line parser does."""
-
-
-def _convert_distinct(
-    codes: np.ndarray, uniques: np.ndarray, convert: Callable[[str], Any], dtype
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convert each distinct value once; return the row values and a mask of rows whose value failed, or None.
-
-    A value fails when ``convert`` raises ValueError. The row values of failed rows are 0.
-    """
-    values = uniques.tolist()
-    try:
-        converted = np.array([convert(value) for value in values], dtype=dtype)
-    except ValueError:
-        converted = np.zeros(len(values), dtype=dtype)
-        bad = np.zeros(len(values), dtype=np.bool_)
-        for index, value in enumerate(values):
-            try:
-                converted[index] = convert(value)
-            except ValueError:
-                bad[index] = True
-        return converted[codes], bad[codes]
-    return converted[codes], None
-
-
-def _convert_each(values: np.ndarray, convert: Callable[[str], Any], dtype) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convert a column once per distinct value (see ``_convert_distinct``)."""
-    codes, uniques = factorize_strings(values)
-    return _convert_distinct(codes, uniques, convert, dtype)
-
-
-def _convert_runs(values: np.ndarray, convert: Callable[[str], Any], dtype) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convert a column once per run of equal consecutive values, cheaper than factorizing for log times."""
-    changed = np.empty(len(values), dtype=np.bool_)
-    changed[0] = True
-    np.not_equal(values[1:], values[:-1], out=changed[1:])
-    codes = np.cumsum(changed) - 1
-    return _convert_distinct(codes, values[changed], convert, dtype)
 
 
 def _counts(values: np.ndarray, missing: int) -> np.ndarray:
@@ -134,18 +96,49 @@ class CombinedColumnParser:
         self._layout: Layout | None = None
 
     def parse_block(
-        self, texts: list[str], escaped: bool | None = None
+        self, texts: list[str], escaped: bool | None = None, blob: bytes | None = None
     ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         """Parse the lines this parser takes exactly.
 
-        ``texts`` are decoded lines without line endings. ``escaped`` tells
+        ``texts`` are decoded lines without line endings. ``escaped`` is
         whether any of them contains ``\\"``; None makes this method check.
+        ``blob`` is the same lines as valid UTF-8 bytes, each followed by a
+        newline. With it, the lines that fit exactly parse vectorized
+        (``clf_vector``) and only the rest go through the regex.
         Returns the columns of the rows taken (``RAW_FIELDS`` names,
         ``ColumnBlock`` dtypes), the indexes of the lines taken and the
         indexes of the misfits, both in line order.
         """
         if self._pattern is None:
             self._choose_pattern(texts)
+        if blob is None or self._mode == _GENERIC:
+            columns, taken, misfits = self._parse_regex(texts, escaped)
+        else:
+            columns, taken, misfits = self._parse_vector_first(texts, escaped, blob)
+        if len(misfits) > MAX_MISFIT_SHARE * len(texts):
+            logger.debug(
+                "%d of %d lines did not fit the %s pattern, so the next chunk chooses it again",
+                len(misfits), len(texts), self._mode,
+            )  # fmt: skip
+            self._pattern = None
+        return columns, taken, misfits
+
+    def _parse_vector_first(
+        self, texts: list[str], escaped: bool | None, blob: bytes
+    ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+        vector_columns, vector_taken = parse_vector(blob, len(texts), self._layout)
+        if len(vector_taken) == len(texts):
+            return vector_columns, vector_taken.tolist(), []
+        rest = np.setdiff1d(np.arange(len(texts)), vector_taken, assume_unique=True)
+        regex_columns, regex_taken, regex_misfits = self._parse_regex([texts[i] for i in rest.tolist()], escaped)
+        taken = np.concatenate((vector_taken, rest[regex_taken]))
+        order = np.argsort(taken, kind="stable")
+        columns = {
+            name: np.concatenate((vector_columns[name], regex_columns[name]))[order] for name in RAW_FIELDS
+        }
+        return columns, taken[order].tolist(), rest[regex_misfits].tolist()
+
+    def _parse_regex(self, texts: list[str], escaped: bool | None) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         matches = list(map(self._pattern.fullmatch, texts))
         if escaped is None:
             escaped = any('\\"' in text for text in texts)
@@ -163,14 +156,7 @@ class CombinedColumnParser:
                 kept = ~failed_rows
                 columns = {name: column[kept] for name, column in columns.items()}
                 taken = [index for index, keep in zip(taken, kept.tolist(), strict=True) if keep]
-        misfits = _complement(taken, len(texts))
-        if len(misfits) > MAX_MISFIT_SHARE * len(texts):
-            logger.debug(
-                "%d of %d lines did not fit the %s pattern, so the next chunk chooses it again",
-                len(misfits), len(texts), self._mode,
-            )  # fmt: skip
-            self._pattern = None
-        return columns, taken, misfits
+        return columns, taken, _complement(taken, len(texts))
 
     def _choose_pattern(self, texts: list[str]) -> None:
         """Pick the mode and pattern from the tail of the first combined line among the first few."""
@@ -204,7 +190,7 @@ class CombinedColumnParser:
                 failed[bad if rows is None else rows[bad]] = True
             return converted
 
-        columns["ts"] = convert(groups[:, TIME], _convert_runs, clf_time_to_epoch, np.float64)
+        columns["ts"] = convert(groups[:, TIME], convert_runs, clf_time_to_epoch, np.float64)
         columns["client_ip"] = groups[:, CLIENT].copy()
         method = groups[:, METHOD].copy()
         target = groups[:, TARGET].copy()
@@ -233,7 +219,7 @@ class CombinedColumnParser:
                         columns[name][present] = values[present]
                     else:
                         columns[name][present] = convert(
-                            values[present], _convert_each, function, dtype, np.flatnonzero(present)
+                            values[present], convert_each, function, dtype, np.flatnonzero(present)
                         )
         elif self._mode == _GENERIC:
             self._apply_generic_tails(groups[:, TAIL], columns, failed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,27 +29,42 @@ def _parse_without_format(line: str) -> tuple:
     raise FormatMismatch("no format detected yet")
 
 
-def _decode_block(lines: list[bytes]) -> tuple[list[str], bool] | None:
+@dataclass(slots=True)
+class _DecodedChunk:
+    texts: list[str]
+    escaped: bool
+    """Whether any line contains ``\\"``."""
+    blob: bytes | None
+    """The lines, each followed by a newline, when they are valid UTF-8."""
+
+
+def _decode_block(lines: list[bytes]) -> _DecodedChunk | None:
     """Decode a chunk in one call, as the line parser decodes each line, without line endings.
 
     Takes lines without a newline (as sources yield them) or lines that
-    each end with one (as ``readlines`` returns them). Returns the lines and
-    whether any contains ``\\"``, or None for other chunks, such as a Kafka
-    record holding a newline.
+    each end with one (as ``readlines`` returns them). Returns None for
+    other chunks, such as a Kafka record holding a newline.
     """
     if not lines:
         return None
     ended = lines[0].endswith(b"\n")
     if ended and not all(line.endswith(b"\n") for line in lines):
         return None
-    text = (b"".join(lines) if ended else b"\n".join(lines)).decode("utf-8", "backslashreplace")
+    blob = b"".join(lines) if ended else b"\n".join(lines) + b"\n"
+    try:
+        text = blob.decode()
+    except UnicodeDecodeError:
+        text = blob.decode("utf-8", "backslashreplace")
+        valid = False
+    else:
+        valid = True
     texts = text.split("\n")
-    if ended:
-        texts.pop()
+    texts.pop()
     if len(texts) != len(lines):
         return None
     # A one-character search runs on memchr, many times faster than the two-character one.
-    return texts, "\\" in text and '\\"' in text
+    escaped = "\\" in text and '\\"' in text
+    return _DecodedChunk(texts, escaped, blob if valid else None)
 
 
 def _merge_in_line_order(
@@ -155,7 +171,7 @@ class LineParser:
             return chunk
 
         try:
-            columns, taken, misfits = column_parser.parse_block(*decoded)
+            columns, taken, misfits = column_parser.parse_block(decoded.texts, decoded.escaped, decoded.blob)
         except Exception as error:  # noqa: BLE001 - a parser bug must not lose the chunk
             self._record_internal_error(column_parser.format_id, error, positions[0])
             self._parse_lines(lines, positions, chunk)

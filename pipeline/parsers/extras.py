@@ -95,15 +95,22 @@ class Layout:
     ``fills`` lists (group index, row index, converter) for the known names;
     a converter returns the row value for a logged value other than "" or "-".
     ``pattern_text`` is the regex source of ``pattern``, so a parser can
-    append it to its own line pattern.
+    append it to its own line pattern. ``items`` lists each field's name and
+    whether its value is quoted, in line order; fill indexes point into it.
     """
 
-    __slots__ = ("fills", "pattern", "pattern_text")
+    __slots__ = ("fills", "items", "pattern", "pattern_text")
 
-    def __init__(self, pattern_text: str, fills: tuple[tuple[int, int, Callable[[str], Any]], ...]) -> None:
+    def __init__(
+        self,
+        pattern_text: str,
+        fills: tuple[tuple[int, int, Callable[[str], Any]], ...],
+        items: tuple[tuple[str, bool], ...],
+    ) -> None:
         self.pattern_text = pattern_text
         self.pattern = re.compile(pattern_text)
         self.fills = fills
+        self.items = items
 
 
 _QUOTED_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
@@ -143,6 +150,7 @@ def build_layout(tail: str) -> Layout | None:
     """
     parts: list[str] = []
     fills: list[tuple[int, int, Callable[[str], Any]]] = []
+    items: list[tuple[str, bool]] = []
     slots: set[int] = set()
     for index, match in enumerate(_EXTRA_TOKEN.finditer(tail)):
         name = match.group(1)
@@ -150,6 +158,7 @@ def build_layout(tail: str) -> Layout | None:
             return None
         quoted = match.group(0)[len(name) + 1 : len(name) + 2] == '"'
         parts.append(re.escape(name) + "=" + (_QUOTED_VALUE if quoted else r"(\S*)"))
+        items.append((name, quoted))
         target = EXTRA_FIELD_TARGETS.get(name.lower())
         if target is None:
             continue
@@ -160,7 +169,7 @@ def build_layout(tail: str) -> Layout | None:
         fills.append((index, slot, _converter(target, name)))
     if not parts:
         return None
-    return Layout(r"\s*" + r"\s+".join(parts) + r"\s*", tuple(fills))
+    return Layout(r"\s*" + r"\s+".join(parts) + r"\s*", tuple(fills), tuple(items))
 
 
 def apply_extra_fields(row: tuple, tail: str) -> tuple:

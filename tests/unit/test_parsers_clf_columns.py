@@ -10,6 +10,8 @@ import pytest
 from pipeline.parsers import RAW_FIELDS, LineParser
 from pipeline.parsers.base import FIELD_INDEX, ParsedChunk
 from pipeline.parsers.clf_columns import CombinedColumnParser
+from pipeline.parsers.clf_vector import parse_vector
+from pipeline.parsers.extras import build_layout
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
@@ -100,19 +102,19 @@ def test_column_parser_matches_line_parser_edge_case(index):
     assert_same_chunks(*parse_both([line.encode() for line in lines]))
 
 
-def test_column_parser_matches_line_parser_all_edge_cases_together():
+def test_column_parser_all_edge_cases_together():
     lines = extras_lines(10) + EDGE_CASES + extras_lines(10, start=10)
     columnar, by_line = parse_both([line.encode() for line in lines])
     assert_same_chunks(columnar, by_line)
     assert len(columnar.dead) >= 4
 
 
-def test_column_parser_matches_line_parser_on_non_utf8_bytes():
+def test_column_parser_non_utf8_bytes():
     line = extras_lines(1)[0].encode().replace(b"okhttp", b"ok\xff\xfehttp")
     assert_same_chunks(*parse_both([line] + [text.encode() for text in extras_lines(5, start=1)]))
 
 
-def test_column_parser_matches_line_parser_on_newline_terminated_lines():
+def test_column_parser_newline_terminated_lines():
     lines = [line.encode() + b"\n" for line in extras_lines(30)]
     columnar, by_line = parse_both(lines)
     assert_same_chunks(columnar, by_line)
@@ -128,7 +130,7 @@ def test_column_parser_keeps_line_order_with_misfits():
     assert request_ids[6] == f"{5:016x}"
 
 
-def test_column_parser_bad_latency_goes_to_dead_letter_with_line_reason():
+def test_column_parser_bad_latency_dead_letter():
     bad = EDGE_CASES[7]
     chunk = LineParser().parse([line.encode() for line in [*extras_lines(3), bad]], [1, 2, 3, 4])
     assert len(chunk.rows) == 3
@@ -162,7 +164,7 @@ def test_column_parser_chooses_pattern_again_after_layout_change():
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
 @pytest.mark.parametrize("relative_path", ["elastic_apache/apache_logs", "ddoser_nginx/access.log"])
-def test_column_parser_matches_line_parser_on_real_logs(relative_path):
+def test_column_parser_matches_on_real_logs(relative_path):
     lines = (DATA / relative_path).read_bytes().split(b"\n")
     if not lines[-1]:
         lines.pop()
@@ -171,3 +173,49 @@ def test_column_parser_matches_line_parser_on_real_logs(relative_path):
         chunk_lines = lines[start : start + 2000]
         positions = list(range(start + 1, start + 1 + len(chunk_lines)))
         assert_same_chunks(columnar_parser.parse(chunk_lines, positions), line_parser.parse(chunk_lines, positions))
+
+
+def vector_rows(lines: list[str], layout_tail: str | None) -> tuple[list[tuple], list[int]]:
+    layout = build_layout(layout_tail) if layout_tail else None
+    blob = "".join(line + "\n" for line in lines).encode()
+    columns, taken = parse_vector(blob, len(lines), layout)
+    rows = list(zip(*(columns[name].tolist() for name in RAW_FIELDS), strict=True))
+    return rows, taken.tolist()
+
+
+def test_vector_parser_takes_clean_extras_lines():
+    lines = extras_lines(40)
+    rows, taken = vector_rows(lines, lines[0].partition('okhttp/4.12.0"')[2])
+    expected = LineParser(columnar=False).parse([line.encode() for line in lines], list(range(40))).rows
+    assert taken == list(range(40))
+    for left, right in zip(rows, expected, strict=True):
+        for name, a, b in zip(RAW_FIELDS, left, right, strict=True):
+            assert same_value(a, b), f"field {name}: {a!r} != {b!r}"
+
+
+def test_vector_parser_takes_clean_plain_lines():
+    lines = [PLAIN.format(n=n, s=n % 10, status=200 + n % 3, size=n) for n in range(30)]
+    rows, taken = vector_rows(lines, None)
+    expected = LineParser(columnar=False).parse([line.encode() for line in lines], list(range(30))).rows
+    assert taken == list(range(30))
+    assert [row[FIELD_INDEX["ts"]] for row in rows] == [row[FIELD_INDEX["ts"]] for row in expected]
+    assert [row[FIELD_INDEX["account"]] for row in rows] == ["alice"] * 30
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        EDGE_CASES[3],  # request line "-"
+        EDGE_CASES[6],  # escaped quote
+        EDGE_CASES[-1],  # trailing carriage return
+        extras_lines(1)[0].replace(" rt=", "  rt="),  # two spaces
+        extras_lines(1)[0].replace("02/Nov/2026:10:00:00", "2/Nov/2026:10:00:00"),  # one-digit day
+        extras_lines(1)[0].replace("/Nov/", "/Nox/"),  # unknown month
+        extras_lines(1)[0].replace("req_id=", "req_id=\t"),  # tab in an unquoted value
+        extras_lines(1)[0] + " ",  # trailing space
+    ],
+)
+def test_vector_parser_leaves_inexact_lines(line):
+    tail = extras_lines(1)[0].partition('okhttp/4.12.0"')[2]
+    _, taken = vector_rows([extras_lines(1)[0], line], tail)
+    assert taken == [0]
