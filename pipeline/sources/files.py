@@ -92,17 +92,24 @@ def _split_batches(stream: BinaryIO, source: str, batch_lines: int) -> Iterator[
         lines.append(remainder)
     for start in range(0, len(lines), batch_lines):
         chunk = lines[start : start + batch_lines]
-        yield _batch(source, stream_id, chunk, line_number, _chunk_bytes(chunk))
+        chunk_size = _chunk_bytes(chunk)
+        if remainder and start + batch_lines >= len(lines):
+            chunk_size -= 1  # the last line has no newline
+        yield _batch(source, stream_id, chunk, line_number, chunk_size)
         line_number += len(chunk)
     logger.info("finished %s: %d lines, %d bytes", source, line_number, size)
 
 
 def _chunk_bytes(lines: list[bytes]) -> int:
-    return sum(len(line) for line in lines) + len(lines)
+    return sum(map(len, lines)) + len(lines)
 
 
 def _batch(source: str, stream_id: str, lines: list[bytes], first_line: int, size: int) -> LineBatch:
-    stripped = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    # One search of the joined chunk skips the per-line check in the common case of no \r at all.
+    if b"\r" in b"".join(lines):
+        stripped = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    else:
+        stripped = lines
     return LineBatch(
         source=source,
         partition=-1,

@@ -1,0 +1,61 @@
+"""File replay source: line splitting, line endings, gzip and byte counts."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.sources.files import read_batches
+
+
+def read_all(path: Path, batch_lines: int = 2) -> tuple[list[bytes], list[int], int]:
+    lines: list[bytes] = []
+    positions: list[int] = []
+    size = 0
+    for batch in read_batches(str(path), batch_lines):
+        lines.extend(batch.lines)
+        positions.extend(batch.positions)
+        size += batch.size_bytes
+    return lines, positions, size
+
+
+def test_read_batches_strips_crlf(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\r\nb\r\nc\n")
+    lines, positions, size = read_all(path)
+    assert lines == [b"a", b"b", b"c"]
+    assert positions == [1, 2, 3]
+    assert size == path.stat().st_size
+
+
+def test_read_batches_keeps_inner_carriage_return(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\rb\nc\n")
+    lines, _, _ = read_all(path)
+    assert lines == [b"a\rb", b"c"]
+
+
+def test_read_batches_counts_last_line_without_newline(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\nb\nc")
+    lines, positions, size = read_all(path)
+    assert lines == [b"a", b"b", b"c"]
+    assert positions == [1, 2, 3]
+    assert size == path.stat().st_size
+
+
+def test_read_batches_reads_gzip(tmp_path):
+    path = tmp_path / "access.log.1"
+    path.write_bytes(gzip.compress(b"a\nb\r\n"))
+    lines, positions, _ = read_all(path)
+    assert lines == [b"a", b"b"]
+    assert positions == [1, 2]
+
+
+def test_read_batches_missing_file_names_path(tmp_path):
+    with pytest.raises(InputError) as raised:
+        list(read_batches(str(tmp_path / "absent.log")))
+    assert "absent.log" in str(raised.value)
