@@ -259,31 +259,49 @@ class _Lines:
         return np.where(dash, -1, value)
 
     def times(self, start: np.ndarray) -> np.ndarray:
-        """Convert ``dd/Mon/yyyy:HH:MM:SS +zzzz`` at ``start`` to UTC epoch seconds, with the line parser's range checks."""
-        raw = self.buf[np.clip(start[:, None] + np.arange(_TIME_WIDTH), 0, len(self.buf) - 1)].astype(np.int64)
-        digits = raw[:, _TIME_DIGITS] - ord("0")
-        self.good &= ((digits >= 0) & (digits <= 9)).all(axis=1)
-        for offset, literal in _TIME_LITERALS.items():
-            self.good &= raw[:, offset] == literal[0]
-        sign = raw[:, 21]
-        self.good &= (sign == ord("+")) | (sign == ord("-"))
-        letters = raw[:, 3:6] | 0x20
-        self.good &= ((letters >= ord("a")) & (letters <= ord("z"))).all(axis=1)
-        key = (letters[:, 0] << 16) | (letters[:, 1] << 8) | letters[:, 2]
-        slot = np.clip(np.searchsorted(_MONTH_KEYS, key), 0, len(_MONTH_KEYS) - 1)
-        self.good &= _MONTH_KEYS[slot] == key
-        month = _MONTH_NUMBERS[slot]
+        """Convert ``dd/Mon/yyyy:HH:MM:SS +zzzz`` at ``start`` to UTC epoch seconds, with the line parser's range checks.
 
-        day = digits[:, 0] * 10 + digits[:, 1]
-        year = digits[:, 2] * 1000 + digits[:, 3] * 100 + digits[:, 4] * 10 + digits[:, 5]
-        hour, minute, second = digits[:, 6] * 10 + digits[:, 7], digits[:, 8] * 10 + digits[:, 9], digits[:, 10] * 10 + digits[:, 11]
-        offset = (digits[:, 12] * 10 + digits[:, 13]) * 3600 + (digits[:, 14] * 10 + digits[:, 15]) * 60
-        offset = np.where(sign == ord("-"), -offset, offset)
-        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-        days_in_month = _DAYS_IN_MONTH[month] + ((month == 2) & leap)
-        self.good &= (day >= 1) & (day <= days_in_month) & (hour <= 23) & (minute <= 59) & (second <= 60)
-        days = _days_from_civil(year, month, day)
-        return (days * 86400 + hour * 3600 + minute * 60 + second - offset).astype(np.float64)
+        Consecutive lines mostly repeat the same second, so each run of equal
+        time texts is converted once.
+        """
+        raw = self.buf[np.clip(start[:, None] + np.arange(_TIME_WIDTH), 0, len(self.buf) - 1)]
+        if len(raw) == 0:
+            return np.empty(0, dtype=np.float64)
+        changed = np.ones(len(raw), dtype=np.bool_)
+        changed[1:] = (raw[1:] != raw[:-1]).any(axis=1)
+        run = np.cumsum(changed) - 1
+        epoch, valid = _clf_times(raw[changed].astype(np.int64))
+        self.good &= valid[run]
+        return epoch[run]
+
+
+def _clf_times(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the epoch seconds of CLF time texts (one row of 26 byte values each) and a mask of valid ones."""
+    digits = raw[:, _TIME_DIGITS] - ord("0")
+    valid = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    for offset, literal in _TIME_LITERALS.items():
+        valid &= raw[:, offset] == literal[0]
+    sign = raw[:, 21]
+    valid &= (sign == ord("+")) | (sign == ord("-"))
+    letters = raw[:, 3:6] | 0x20
+    valid &= ((letters >= ord("a")) & (letters <= ord("z"))).all(axis=1)
+    key = (letters[:, 0] << 16) | (letters[:, 1] << 8) | letters[:, 2]
+    slot = np.clip(np.searchsorted(_MONTH_KEYS, key), 0, len(_MONTH_KEYS) - 1)
+    valid &= _MONTH_KEYS[slot] == key
+    month = _MONTH_NUMBERS[slot]
+
+    day = digits[:, 0] * 10 + digits[:, 1]
+    year = digits[:, 2] * 1000 + digits[:, 3] * 100 + digits[:, 4] * 10 + digits[:, 5]
+    hour = digits[:, 6] * 10 + digits[:, 7]
+    minute = digits[:, 8] * 10 + digits[:, 9]
+    second = digits[:, 10] * 10 + digits[:, 11]
+    offset = (digits[:, 12] * 10 + digits[:, 13]) * 3600 + (digits[:, 14] * 10 + digits[:, 15]) * 60
+    offset = np.where(sign == ord("-"), -offset, offset)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    days_in_month = _DAYS_IN_MONTH[month] + ((month == 2) & leap)
+    valid &= (day >= 1) & (day <= days_in_month) & (hour <= 23) & (minute <= 59) & (second <= 60)
+    days = _days_from_civil(year, month, day)
+    return (days * 86400 + hour * 3600 + minute * 60 + second - offset).astype(np.float64), valid
 
 
 def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:

@@ -219,3 +219,14 @@ def test_vector_parser_leaves_inexact_lines(line):
     tail = extras_lines(1)[0].partition('okhttp/4.12.0"')[2]
     _, taken = vector_rows([extras_lines(1)[0], line], tail)
     assert taken == [0]
+
+
+@pytest.mark.parametrize(
+    "time_text",
+    ["29/Feb/2024:23:59:60 -0130", "29/Feb/2023:10:00:00 +0000", "01/JAN/2000:00:00:00 +1400", "31/dec/1969:23:59:59 +0000"],
+)
+def test_column_parser_time_edge_cases(time_text):
+    lines = [line.replace("02/Nov/2026:10:00:0", "XX", 1) for line in extras_lines(12)]
+    lines = [line.replace(line[line.index("[") + 1 : line.index("]")], time_text, 1) for line in lines]
+    columnar, by_line = parse_both([line.encode() for line in lines])
+    assert_same_chunks(columnar, by_line)
