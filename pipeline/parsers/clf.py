@@ -31,13 +31,14 @@ import re
 
 from pipeline.parsers.errors import FormatMismatch
 from pipeline.parsers.extras import apply_extra_fields
-from pipeline.parsers.fields import NAN, quote_value
+from pipeline.parsers.fields import NAN, count_in_range, quote_value
 from pipeline.parsers.timestamps import clf_epoch_cache, clf_time_to_epoch
 
+# Byte counts of up to MAX_COUNT_DIGITS digits; longer ones go to the slow path, which checks their range.
 COMBINED_FAST_PATTERN = re.compile(
-    r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]+|-) "([^"]*)" "([^"]*)"(.*)'
+    r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]{1,18}|-) "([^"]*)" "([^"]*)"(.*)'
 )
-COMMON_FAST_PATTERN = re.compile(r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]+|-)')
+COMMON_FAST_PATTERN = re.compile(r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]{1,18}|-)')
 
 # Escape-aware quoted field: anything but quote and backslash, or a backslash pair.
 _QUOTED_BODY = r'[^"\\]*(?:\\.[^"\\]*)*'
@@ -129,7 +130,7 @@ def parse_clf_line(line: str, combined: bool) -> tuple[tuple, str]:
     if size_text == "-":
         size = -1
     elif _BYTES.fullmatch(size_text):
-        size = int(size_text)
+        size = count_in_range("bytes", int(size_text))
     else:
         raise ValueError(f"bytes {quote_value(size_text)} is not a number")
     ts = clf_time_to_epoch(time_text)

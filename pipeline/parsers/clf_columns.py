@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 # parser splits it: "METHOD TARGET HTTP/x" fills groups 4 and 5, anything else group 6.
 _BASE = (
     r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "(?:([^ "]*) ([^ "]*) HTTP/[^ "]*|([^"]*))" '
-    r'([0-9]{3}|-) ([0-9]+|-) "([^"]*)" "([^"]*)"'
+    r'([0-9]{3}|-) ([0-9]{1,18}|-) "([^"]*)" "([^"]*)"'
 )
 CLIENT, USER, TIME, METHOD, TARGET, REQUEST, STATUS, BYTES, REFERER, AGENT = range(10)
 TAIL = 10

@@ -25,11 +25,13 @@ the rows of all three parsers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
 from pipeline.parsers.base import NUMERIC_FIELD_DTYPES, RAW_FIELDS
-from pipeline.parsers.column_values import convert_each
 from pipeline.parsers.extras import Layout, unescape_quotes
 from pipeline.parsers.fields import NAN
 from pipeline.parsers.timestamps import MONTHS
@@ -190,30 +192,54 @@ class _Lines:
         """Convert the known extra fields into their columns, as ``extras.apply_extra_fields`` does."""
         for index, slot, convert in layout.fills:
             start, end = self.extras[index]
-            values = self.strings(start, end)
-            present = (values != "") & (values != "-")
-            if not present.any():
-                continue
             name = RAW_FIELDS[slot]
             if convert is unescape_quotes:
                 # No line here contains a backslash, so the text needs no unescaping.
+                values = self.strings(start, end)
+                present = (values != "") & (values != "-")
                 columns[name][present] = values[present]
                 continue
-            converted, failed = convert_each(values[present], convert, NUMERIC_FIELD_DTYPES.get(name, object))
-            columns[name][present] = converted
-            if failed is not None:
-                self.good[np.flatnonzero(present)[failed]] = False
+            self.fill_converted(self.arrow_strings(start, end), convert, columns[name])
+
+    def fill_converted(self, values: pa.StringArray, convert: Callable[[str], Any], column: np.ndarray) -> None:
+        """Set ``column`` to ``convert(value)`` where the value is neither "" nor "-", once per distinct value.
+
+        Lines whose value makes ``convert`` raise ValueError stop fitting.
+        """
+        encoded = values.dictionary_encode()
+        codes = encoded.indices.to_numpy()
+        uniques = encoded.dictionary.to_pylist()
+        converted = np.empty(len(uniques), dtype=column.dtype)
+        keep = np.zeros(len(uniques), dtype=np.bool_)
+        failed = np.zeros(len(uniques), dtype=np.bool_)
+        for number, value in enumerate(uniques):
+            if value == "" or value == "-":
+                continue
+            try:
+                converted[number] = convert(value)
+            except ValueError:
+                failed[number] = True
+                continue
+            keep[number] = True
+        present = keep[codes]
+        column[present] = converted[codes[present]]
+        self.good &= ~failed[codes]
 
     def strings(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Return the bytes in ``[start, end)`` of each line as an object array of str."""
+        if len(start) == 0:
+            return np.empty(0, dtype=object)
+        return self.arrow_strings(start, end).to_numpy(zero_copy_only=False)
+
+    def arrow_strings(self, start: np.ndarray, end: np.ndarray) -> pa.StringArray:
+        """Return the bytes in ``[start, end)`` of each line as an Arrow string array (empty for lines that no longer fit)."""
         self.good &= end >= start
         lengths = np.where(self.good, end - start, 0)
         offsets = np.zeros(len(start) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         positions = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
         data = self.buf[positions]
-        array = pa.StringArray.from_buffers(len(start), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
-        return array.to_numpy(zero_copy_only=False) if len(start) else np.empty(0, dtype=object)
+        return pa.StringArray.from_buffers(len(start), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
 
     def check_printable(self, data: np.ndarray, lengths: np.ndarray) -> None:
         """Mark lines whose field (``lengths`` bytes each, concatenated in ``data``) has a byte outside printable ASCII.

@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from pipeline.parsers.clf import split_request_line
 from pipeline.parsers.errors import FormatMismatch
-from pipeline.parsers.fields import NAN, first_forwarded_address, quote_value, strip_port
+from pipeline.parsers.fields import NAN, count_in_range, first_forwarded_address, quote_value, strip_port
 from pipeline.parsers.timestamps import iso8601_to_epoch
 
 # Strict pattern with numeric fields, for the fast path.
@@ -87,8 +87,8 @@ class EnvoyTextParser:
             route,
             int(status) if status != "-" else 0,
             float(duration) if duration != "-" else NAN,
-            int(received) if received != "-" else -1,
-            int(sent) if sent != "-" else -1,
+            count_in_range("bytes received", int(received)) if received != "-" else -1,
+            count_in_range("bytes sent", int(sent)) if sent != "-" else -1,
             "" if agent == "-" else agent,
             "",
             "",

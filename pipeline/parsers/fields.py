@@ -44,6 +44,12 @@ REDACTED_VALUES = frozenset({"redacted", "<redacted>"})
 
 MAX_QUOTED_VALUE_CHARS = 40
 
+MAX_COUNT = 2**63 - 1
+"""Largest byte count or other count a row can carry: the store keeps them as Int64."""
+MAX_COUNT_DIGITS = 18
+"""Digits of the longest count that is below ``MAX_COUNT`` whatever its digits."""
+MAX_ASN = 2**32 - 1
+
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _INTEGER = re.compile(r"[0-9]+")
 _ASN = re.compile(r"(?:AS)?([0-9]+)", re.IGNORECASE)
@@ -136,12 +142,23 @@ def int_value(name: str, value: Any, missing: int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{name} {value} is negative")
-        return value
+        return count_in_range(name, value)
     if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
+        return count_in_range(name, int(value))
     if isinstance(value, str) and _INTEGER.fullmatch(value):
-        return int(value)
+        return count_in_range(name, int(value))
     raise ValueError(f"{name} {quote_value(value)} is not a number")
+
+
+def count_in_range(name: str, count: int) -> int:
+    """Return ``count`` unless it is above ``MAX_COUNT``.
+
+    Raises:
+        ValueError: the count does not fit the store's Int64 columns.
+    """
+    if count > MAX_COUNT:
+        raise ValueError(f"{name} {quote_value(str(count))} is too large: counts above 2**63 - 1 are not valid")
+    return count
 
 
 def status_value(name: str, value: Any) -> int:
@@ -186,14 +203,14 @@ def asn_value(name: str, value: Any) -> int:
     Raises:
         ValueError: the value is not an ASN.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ASN:
         return value
     text = text_value(value)
     if not text:
         return 0
     match = _ASN.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{name} {quote_value(value)} is not an AS number")
+    if match is None or int(match.group(1)) > MAX_ASN:
+        raise ValueError(f"{name} {quote_value(value)} is not an AS number (0 to 2**32 - 1)")
     return int(match.group(1))
 
 

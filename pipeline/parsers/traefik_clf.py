@@ -19,7 +19,7 @@ from pipeline.parsers.errors import FormatMismatch
 from pipeline.parsers.timestamps import clf_epoch_cache, clf_time_to_epoch
 
 FAST_PATTERN = re.compile(
-    r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]+|-) "([^"]*)" "([^"]*)"'
+    r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]+)\] "([^"]*)" ([0-9]{3}|-) ([0-9]{1,18}|-) "([^"]*)" "([^"]*)"'
     r' (?:[0-9]+|-) (?:"([^"]*)"|-) (?:"[^"]*"|-) ([0-9]+(?:\.[0-9]+)?)ms'
 )
 _QUOTED_BODY = r'[^"\\]*(?:\\.[^"\\]*)*'

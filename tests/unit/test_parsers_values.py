@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.parsers import timestamps
+from pipeline.parsers import LineParser, timestamps
 from pipeline.parsers.base import RAW_FIELDS
 from pipeline.parsers.container import has_cri_prefix, strip_cri_prefix
 from pipeline.parsers.fields import (
@@ -188,3 +188,23 @@ def test_cri_prefix_absent_leaves_line():
     line = '1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1'
     assert not has_cri_prefix(line)
     assert strip_cri_prefix(line) is line
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('203.0.113.9 - - [02/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 99999999999999999999999 "-" "ua"', "bytes"),
+        (
+            '203.0.113.9 - - [02/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" '
+            "request_length=99999999999999999999999",
+            "request_length",
+        ),
+        ('203.0.113.9 - - [02/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" asn=AS99999999999', "asn"),
+    ],
+)
+def test_oversized_number_becomes_dead_letter(line, field):
+    for columnar in (True, False):
+        chunk = LineParser(columnar=columnar).parse([line.encode()], [1])
+        assert chunk.rows == []
+        assert len(chunk.dead) == 1
+        assert field in chunk.dead[0][2]
