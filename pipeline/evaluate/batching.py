@@ -14,10 +14,8 @@ import math
 from collections.abc import Iterable, Iterator
 
 from pipeline.parsers import LineParser
-from pipeline.parsers.base import FIELD_INDEX
 from pipeline.sources.base import LineBatch
 
-_TS = FIELD_INDEX["ts"]
 _MAX_PROBE_LINES = 64
 """Lines tried forward from a probe that does not parse before the rest of the batch is kept whole."""
 
@@ -70,8 +68,8 @@ class EventTimeCutter:
         """Return the event time of the first parsable line from ``index`` on, or infinity if none is near."""
         for probe in range(index, min(limit, index + _MAX_PROBE_LINES)):
             parsed = self._parser.parse([batch.lines[probe]], [batch.positions[probe]])
-            if parsed.rows:
-                return float(parsed.rows[0][_TS])
+            if len(parsed):
+                return float(parsed.columns()["ts"][0])
         return math.inf
 
 
