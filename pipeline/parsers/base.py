@@ -42,6 +42,19 @@ RAW_FIELDS: tuple[str, ...] = (
 )
 FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_FIELDS)}
 
+# Event times the pipeline accepts, in seconds since the Unix epoch: 1970-01-01
+# to 2106-02-07 UTC, because window and detector state keep times as uint32.
+MIN_EVENT_TIME = 0.0
+MAX_EVENT_TIME = float(2**32)
+
+
+def event_time_error(ts: float) -> str:
+    """Return the dead-letter reason for an event time outside the accepted range."""
+    return (
+        f"event time {ts!r} s is outside 1970-01-01 to 2106-02-07 UTC, the range of times "
+        "the pipeline keeps; check the timestamp's unit and year"
+    )
+
 
 # Array dtype of each field in columnar form; every other field is a string (object).
 NUMERIC_FIELD_DTYPES: dict[str, np.dtype] = {

@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from pipeline.parsers.base import NUMERIC_FIELD_DTYPES, RAW_FIELDS
+from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS
 from pipeline.parsers.clf import COMBINED_FAST_PATTERN, CombinedParser, split_request_line
 from pipeline.parsers.clf_vector import parse_vector
 from pipeline.parsers.column_values import convert_each, convert_runs
@@ -191,6 +191,8 @@ class CombinedColumnParser:
             return converted
 
         columns["ts"] = convert(groups[:, TIME], convert_runs, clf_time_to_epoch, np.float64)
+        # The line parser dead-letters times outside the supported range with its reason.
+        failed |= (columns["ts"] < MIN_EVENT_TIME) | (columns["ts"] >= MAX_EVENT_TIME)
         columns["client_ip"] = groups[:, CLIENT].copy()
         method = groups[:, METHOD].copy()
         target = groups[:, TARGET].copy()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.parsers.base import NUMERIC_FIELD_DTYPES, RAW_FIELDS
+from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS
 from pipeline.parsers.extras import Layout, unescape_quotes
 from pipeline.parsers.fields import NAN
 from pipeline.parsers.timestamps import MONTHS
@@ -327,7 +327,9 @@ def _clf_times(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     days_in_month = _DAYS_IN_MONTH[month] + ((month == 2) & leap)
     valid &= (day >= 1) & (day <= days_in_month) & (hour <= 23) & (minute <= 59) & (second <= 60)
     days = _days_from_civil(year, month, day)
-    return (days * 86400 + hour * 3600 + minute * 60 + second - offset).astype(np.float64), valid
+    epoch = (days * 86400 + hour * 3600 + minute * 60 + second - offset).astype(np.float64)
+    valid &= (epoch >= MIN_EVENT_TIME) & (epoch < MAX_EVENT_TIME)
+    return epoch, valid
 
 
 def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:

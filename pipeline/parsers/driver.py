@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import traceback
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.parsers.base import ColumnBlock, ParsedChunk, Parser
+from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, ColumnBlock, ParsedChunk, Parser, event_time_error
 from pipeline.parsers.clf_columns import CombinedColumnParser
 from pipeline.parsers.container import has_cri_prefix, strip_cri_prefix
 from pipeline.parsers.detect import detect_format
@@ -60,7 +61,8 @@ def _decode_block(lines: list[bytes]) -> _DecodedChunk | None:
         valid = True
     texts = text.split("\n")
     texts.pop()
-    if len(texts) != len(lines):
+    # The line parser strips a CR before the newline, which the chunk parsers would keep.
+    if len(texts) != len(lines) or ("\r" in text and "\r\n" in text):
         return None
     # A one-character search runs on memchr, many times faster than the two-character one.
     escaped = "\\" in text and '\\"' in text
@@ -87,12 +89,12 @@ def _merge_in_line_order(
     chunk.formats = [formats[i] for i in order.tolist()]
 
 
-def _expand_formats(format_starts: list[tuple[int, str]], row_count: int) -> list[str]:
-    """Return one format id per row from (first row index, format id) pairs."""
+def _expand_formats(format_starts: list[tuple[int, str]], row_count: int, first_row: int = 0) -> list[str]:
+    """Return one format id per row from ``first_row`` on, from (first row index, format id) pairs."""
     formats: list[str] = []
     for number, (start, format_id) in enumerate(format_starts):
         end = format_starts[number + 1][0] if number + 1 < len(format_starts) else row_count
-        formats.extend([format_id] * (end - start))
+        formats.extend([format_id] * (end - max(start, first_row)))
     return formats
 
 
@@ -181,12 +183,47 @@ class LineParser:
             chunk.positions = list(positions)
             chunk.formats = [column_parser.format_id] * len(taken)
             return chunk
-        kept = self._parse_lines([lines[i] for i in misfits], [positions[i] for i in misfits], chunk)
+        line_row_indexes, moved = self._parse_misfits(lines, positions, misfits, chunk)
+        if moved:
+            keep = np.ones(len(taken), dtype=np.bool_)
+            keep[np.searchsorted(taken, moved)] = False
+            columns = {name: column[keep] for name, column in columns.items()}
+            taken = [index for index, kept in zip(taken, keep.tolist(), strict=True) if kept]
         if taken:
             block_positions = [positions[i] for i in taken]
-            line_row_indexes = [misfits[i] for i in kept]
             _merge_in_line_order(chunk, columns, taken, block_positions, line_row_indexes, column_parser.format_id)
         return chunk
+
+    def _parse_misfits(
+        self, lines: list[bytes], positions: list[int], misfits: list[int], chunk: ParsedChunk
+    ) -> tuple[list[int], list[int]]:
+        """Parse the misfit lines with the line parsers, in line order, as ``_parse_lines`` would in one pass.
+
+        A misfit can switch the current format away from ``nginx_combined``.
+        Then the lines after it that the block took are parsed by the line
+        parsers too, until the format is ``nginx_combined`` again, so format
+        switches happen where a line-by-line pass would make them. Returns
+        the indexes of the lines that became line rows and of the lines
+        taken from the block.
+        """
+        combined = self._parsers[CombinedColumnParser.format_id]
+        line_row_indexes: list[int] = []
+        moved: list[int] = []
+        misfit_set = set(misfits)
+        index = misfits[0]
+        while index < len(lines):
+            if index not in misfit_set and self._current is combined:
+                following = bisect.bisect_left(misfits, index)
+                if following == len(misfits):
+                    break
+                index = misfits[following]
+                continue
+            if index not in misfit_set:
+                moved.append(index)
+            if self._parse_lines([lines[index]], [positions[index]], chunk):
+                line_row_indexes.append(index)
+            index += 1
+        return line_row_indexes, moved
 
     def _column_parser(self) -> CombinedColumnParser | None:
         if self._current is None or self._strip_prefix:
@@ -194,7 +231,7 @@ class LineParser:
         return self._column_parsers.get(self._current.format_id)
 
     def _parse_lines(self, lines: list[bytes], positions: list[int], chunk: ParsedChunk) -> list[int]:
-        """Parse lines one by one into ``chunk.line_rows``, setting its positions and formats, or dead letters.
+        """Parse lines one by one, appending rows to ``chunk.line_rows`` with their positions and formats, or dead letters.
 
         Returns the indexes (into ``lines``) of the lines that became rows.
         """
@@ -219,7 +256,7 @@ class LineParser:
             line = line.rstrip("\r\n")
             text = strip_cri_prefix(line) if strip_prefix else line
             try:
-                append_row(parse_line(text))
+                row = parse_line(text)
             except ValueError as error:
                 row = self._recover(line, text, error, positions[index], chunk)
                 if row is None:
@@ -231,21 +268,27 @@ class LineParser:
                 if parser.format_id != format_id:
                     format_id = parser.format_id
                     format_starts.append((len(rows), format_id))
-                append_row(row)
             except Exception as error:  # noqa: BLE001 - a parser bug must not lose the chunk
                 self._record_internal_error(format_id, error, positions[index])
                 reason = f"internal error in the {format_id} parser ({type(error).__name__})"
                 chunk.dead.append((positions[index], line, reason, format_id))
                 dead_indexes.append(index)
+                continue
+            if not MIN_EVENT_TIME <= row[0] < MAX_EVENT_TIME:
+                chunk.dead.append((positions[index], line, event_time_error(row[0]), format_id))
+                dead_indexes.append(index)
+                continue
+            append_row(row)
 
+        first_row = len(rows) - (len(lines) - len(dead_indexes))
         if dead_indexes:
             dead = set(dead_indexes)
             kept = [index for index in range(len(lines)) if index not in dead]
-            chunk.positions = [positions[index] for index in kept]
+            chunk.positions.extend(positions[index] for index in kept)
         else:
             kept = list(range(len(lines)))
-            chunk.positions = list(positions)
-        chunk.formats = _expand_formats(format_starts, len(rows))
+            chunk.positions.extend(positions)
+        chunk.formats.extend(_expand_formats(format_starts, len(rows), first_row))
         return kept
 
     def _detect(self, lines: list[bytes]) -> None:

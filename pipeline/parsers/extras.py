@@ -157,7 +157,8 @@ def build_layout(tail: str) -> Layout | None:
         if name is None:
             return None
         quoted = match.group(0)[len(name) + 1 : len(name) + 2] == '"'
-        parts.append(re.escape(name) + "=" + (_QUOTED_VALUE if quoted else r"(\S*)"))
+        # An unquoted value must not start with a quote: the general path strips the quotes of such a value.
+        parts.append(re.escape(name) + "=" + (_QUOTED_VALUE if quoted else r'((?!")\S*)'))
         items.append((name, quoted))
         target = EXTRA_FIELD_TARGETS.get(name.lower())
         if target is None:

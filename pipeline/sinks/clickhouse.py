@@ -98,6 +98,10 @@ DEFAULT_MAX_EXECUTION_TIME_S = 300.0
 # (3.3 to 2.6 us/row on a loaded 2-CPU machine). FINAL and merges still
 # collapse duplicates.
 EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0}
+# Tables are partitioned by day, and ClickHouse rejects an insert that spans
+# more than 100 partitions by default. A replayed batch of a sparse log can
+# span more days than that, and its events must not be lost, so the limit is off.
+INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
 ASYNC_INSERT_SETTINGS = {"async_insert": 1, "wait_for_async_insert": 1}
 
 CHECKPOINT_TABLE = "state_checkpoints"
@@ -356,7 +360,7 @@ class AuditStore:
             raise _write_error(self.database, table_name, rows, error) from error
 
     def _insert_arrow(self, table_name: str, table: pa.Table, settings: Mapping[str, Any]) -> None:
-        self._writer.insert_arrow(table_name, table, database=self.database, settings=dict(settings))
+        self._writer.insert_arrow(table_name, table, database=self.database, settings={**INSERT_SETTINGS, **settings})
 
     def _insert_new_events(self, table: pa.Table) -> int:
         """Insert the rows of ``table`` whose event ids are not stored yet and return how many."""

@@ -230,3 +230,62 @@ def test_column_parser_time_edge_cases(time_text):
     lines = [line.replace(line[line.index("[") + 1 : line.index("]")], time_text, 1) for line in lines]
     columnar, by_line = parse_both([line.encode() for line in lines])
     assert_same_chunks(columnar, by_line)
+
+
+P = '203.0.113.9 - - [02/Nov/2026:10:00:00 +0000] "GET /v1/x HTTP/1.1" 200 12 "-" "curl/8"'
+JSON_LINE = '{"time": "2026-11-02T10:00:01Z", "remote_addr": "10.0.0.1", "status": 200}'
+
+
+def parse_both_with_parsers(lines: list[str]) -> tuple[ParsedChunk, ParsedChunk, LineParser, LineParser]:
+    columnar_parser, line_parser = LineParser(columnar=True), LineParser(columnar=False)
+    encoded = [line.encode() for line in lines]
+    positions = list(range(1, len(lines) + 1))
+    return columnar_parser.parse(encoded, positions), line_parser.parse(encoded, positions), columnar_parser, line_parser
+
+
+def test_quoted_value_in_unquoted_layout_slot_loses_quotes():
+    columnar, by_line, _, _ = parse_both_with_parsers([P + " key=abc", P + " foo=1 key=x", P + ' key="abc"'])
+    assert_same_chunks(columnar, by_line)
+    assert columnar.rows[2][FIELD_INDEX["credential"]] == "abc"
+
+
+def test_redacted_value_in_unquoted_layout_slot_is_no_credential():
+    columnar, by_line, _, _ = parse_both_with_parsers([P + " key=abc", P + ' key="REDACTED"'])
+    assert_same_chunks(columnar, by_line)
+    assert columnar.rows[1][FIELD_INDEX["credential"]] == ""
+
+
+def test_quoted_latency_in_unquoted_layout_slot_parses():
+    columnar, by_line, _, _ = parse_both_with_parsers([P + " rt=0.004", P + ' rt="0.004"'])
+    assert_same_chunks(columnar, by_line)
+    assert columnar.dead == []
+    assert columnar.rows[1][FIELD_INDEX["latency_ms"]] == 4.0
+
+
+def test_trailing_carriage_return_stripped_as_line_parser_does():
+    columnar, by_line, _, _ = parse_both_with_parsers([P + " 12ms origin=x\r", P + ' 12ms origin="abc\r'])
+    assert_same_chunks(columnar, by_line)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [JSON_LINE, P, P + ' 7 "r" "u" 3ms'],
+        [P, JSON_LINE, P, "not a log line"],
+        [P, P, JSON_LINE, JSON_LINE, P, P + ' 7 "r" "u" 3ms', P],
+    ],
+)
+def test_format_switches_happen_in_line_order(lines):
+    columnar, by_line, columnar_parser, line_parser = parse_both_with_parsers(lines)
+    assert_same_chunks(columnar, by_line)
+    assert columnar_parser.format == line_parser.format
+    assert columnar_parser.format_switches == line_parser.format_switches
+
+
+@pytest.mark.parametrize("time_text", ["01/Jan/0001:00:00:00 +0000", "31/Dec/9999:23:59:59 +0000", "01/Jan/1970:00:30:00 +0100"])
+def test_event_time_out_of_range_dead_letter(time_text):
+    line = P.replace("02/Nov/2026:10:00:00 +0000", time_text)
+    columnar, by_line, _, _ = parse_both_with_parsers([P, line])
+    assert_same_chunks(columnar, by_line)
+    assert len(columnar.dead) == 1
+    assert "outside 1970-01-01 to 2106-02-07" in columnar.dead[0][2]

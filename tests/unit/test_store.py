@@ -901,3 +901,14 @@ def test_ts_rounds_to_milliseconds(store: AuditStore) -> None:
 
     stored = single_value(store, "SELECT ts FROM events")
     assert stored == datetime.fromtimestamp(BASE_TS + 0.013, tz=UTC)
+
+
+def test_write_events_spanning_many_days(store: AuditStore) -> None:
+    batch = event_batch(150)
+    batch["ts"] = BASE_TS + np.arange(150) * 86400.0
+
+    inserted = store.write_events(batch)
+
+    assert inserted == 150
+    assert single_value(store, "SELECT count() FROM events") == 150
+    assert single_value(store, "SELECT uniqExact(toDate(ts)) FROM events") == 150
