@@ -169,7 +169,7 @@ def parse_run(raw: list[bytes], chunk_lines: int, check: dict) -> Callable[[], N
         rows = dead = 0
         for start in range(0, len(raw), chunk_lines):
             chunk = parser.parse(raw[start : start + chunk_lines], positions[start : start + chunk_lines])
-            rows += len(chunk.rows)
+            rows += len(chunk)  # chunk.rows would build a tuple per row of a columnar chunk
             dead += len(chunk.dead)
         check["rows"], check["dead"], check["format"] = rows, dead, parser.format
 
