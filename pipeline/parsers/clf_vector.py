@@ -48,7 +48,6 @@ _MONTH_NUMBERS = np.array(
 )
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _MAX_BYTES_DIGITS = 18  # still fits int64
-_HTTP = np.frombuffer(b"HTTP/", dtype=np.uint8)
 
 
 def parse_vector(blob: bytes, n: int, layout: Layout | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -63,11 +62,15 @@ def parse_vector(blob: bytes, n: int, layout: Layout | None) -> tuple[dict[str, 
     ends = np.flatnonzero(buf == NEWLINE)
     if len(ends) != n:
         raise ValueError(f"expected {n} newline-terminated lines, found {len(ends)} newlines")
+    spaces = np.flatnonzero(buf == SPACE)
+    if n == 0 or len(spaces) == 0:
+        # Every combined line has spaces, so no line of this chunk fits.
+        empty = _Lines(buf, spaces, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty((0, 6), dtype=np.int64))
+        return empty.parse(()), np.empty(0, dtype=np.int64)
     starts = np.empty(n, dtype=np.int64)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     quotes = np.flatnonzero(buf == QUOTE)
-    spaces = np.flatnonzero(buf == SPACE)
     backslashes = np.flatnonzero(buf == BACKSLASH)
     items = layout.items if layout is not None else ()
     quote_count = 6 + 2 * sum(1 for _, quoted in items if quoted)

@@ -289,3 +289,9 @@ def test_event_time_out_of_range_dead_letter(time_text):
     assert_same_chunks(columnar, by_line)
     assert len(columnar.dead) == 1
     assert "outside 1970-01-01 to 2106-02-07" in columnar.dead[0][2]
+
+
+def test_vector_parser_chunk_without_spaces_takes_nothing():
+    columns, taken = parse_vector(b'""""""\n', 1, None)
+    assert taken.tolist() == []
+    assert len(columns["ts"]) == 0
