@@ -77,6 +77,18 @@ def field_array(name: str, values) -> np.ndarray:
     return array
 
 
+def missing_field_column(name: str, n: int) -> np.ndarray:
+    """Return ``n`` rows of a field the log does not have, with the missing-value sentinel of ``RAW_FIELDS``."""
+    dtype = NUMERIC_FIELD_DTYPES.get(name)
+    if dtype is None:
+        return np.full(n, "", dtype=object)
+    if name == "latency_ms":
+        return np.full(n, float("nan"), dtype=dtype)
+    if name in ("bytes_in", "bytes_out"):
+        return np.full(n, -1, dtype=dtype)
+    return np.zeros(n, dtype=dtype)
+
+
 @dataclass(slots=True)
 class ColumnBlock:
     """Rows that a columnar parser parsed a whole chunk at a time.

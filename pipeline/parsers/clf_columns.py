@@ -26,12 +26,11 @@ import re
 
 import numpy as np
 
-from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS
+from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS, missing_field_column
 from pipeline.parsers.clf import COMBINED_FAST_PATTERN, CombinedParser, split_request_line
 from pipeline.parsers.clf_vector import parse_vector
 from pipeline.parsers.column_values import convert_each, convert_runs
 from pipeline.parsers.extras import Layout, apply_extra_fields, build_layout, unescape_quotes
-from pipeline.parsers.fields import NAN
 from pipeline.parsers.timestamps import clf_time_to_epoch
 
 logger = logging.getLogger(__name__)
@@ -207,7 +206,7 @@ class CombinedColumnParser:
         columns["account"] = _dash_to_empty(groups[:, USER])
         for name in RAW_FIELDS:
             if name not in columns:
-                columns[name] = _missing_column(name, n)
+                columns[name] = missing_field_column(name, n)
 
         if self._mode == _LAYOUT:
             for index, slot, function in self._layout.fills:
@@ -243,17 +242,6 @@ class CombinedColumnParser:
                 if new is not old:
                     columns[RAW_FIELDS[slot]][row] = new
 
-
-def _missing_column(name: str, n: int) -> np.ndarray:
-    """Return the column of a field the combined format does not log, in ``RAW_FIELDS`` conventions."""
-    dtype = NUMERIC_FIELD_DTYPES.get(name)
-    if dtype is None:
-        return np.full(n, "", dtype=object)
-    if name == "latency_ms":
-        return np.full(n, NAN, dtype=dtype)
-    if name in ("bytes_in", "bytes_out"):
-        return np.full(n, -1, dtype=dtype)
-    return np.zeros(n, dtype=dtype)
 
 
 def _complement(taken: list[int], n: int) -> list[int]:

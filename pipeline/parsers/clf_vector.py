@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS
+from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, RAW_FIELDS, missing_field_column
 from pipeline.parsers.extras import Layout, unescape_quotes
-from pipeline.parsers.fields import NAN
 from pipeline.parsers.timestamps import MONTHS
 
 NEWLINE, SPACE, QUOTE, BACKSLASH = 10, 32, 34, 92
@@ -153,7 +152,7 @@ class _Lines:
             self.extras = self.extra_values(items)
 
         n = len(starts)
-        columns = {name: _missing_column(name, n) for name in RAW_FIELDS}
+        columns = {name: missing_field_column(name, n) for name in RAW_FIELDS}
         columns["ts"] = ts
         columns["client_ip"] = self.strings(starts, client_end)
         columns["account"] = _dash_to_empty(self.strings(user_start, prefix_end))
@@ -349,14 +348,3 @@ def _dash_to_empty(values: np.ndarray) -> np.ndarray:
     values[values == "-"] = ""
     return values
 
-
-def _missing_column(name: str, n: int) -> np.ndarray:
-    """Return the column of a field the combined format does not log, in ``RAW_FIELDS`` conventions."""
-    dtype = NUMERIC_FIELD_DTYPES.get(name)
-    if dtype is None:
-        return np.full(n, "", dtype=object)
-    if name == "latency_ms":
-        return np.full(n, NAN, dtype=dtype)
-    if name in ("bytes_in", "bytes_out"):
-        return np.full(n, -1, dtype=dtype)
-    return np.zeros(n, dtype=dtype)
