@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.commands.common import add_settings_arguments, load_mapping, settings_from_args
 from pipeline.metrics import Metrics, MetricsServer
 from pipeline.parsers import FORMAT_IDS
+from pipeline.runner import prepare_gc_for_batches
 from pipeline.worker import Worker, WorkerOptions
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if settings.metrics.enabled:
             stack.enter_context(MetricsServer(metrics, settings.metrics.host, settings.metrics.port))
+        prepare_gc_for_batches()
         asyncio.run(worker.run())
     summary = summarize(worker.metrics.snapshot(), time.perf_counter() - started)
     if args.json:
