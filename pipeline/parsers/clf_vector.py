@@ -228,10 +228,16 @@ class _Lines:
         self.good &= ~failed[codes]
 
     def strings(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Return the bytes in ``[start, end)`` of each line as an object array of str."""
+        """Return the bytes in ``[start, end)`` of each line as an object array of str.
+
+        Rows with equal text share one str object, made once per distinct
+        value. Later stages hash and compare these strings many times, and
+        a str caches its hash, so shared objects make that cheaper.
+        """
         if len(start) == 0:
             return np.empty(0, dtype=object)
-        return self.arrow_strings(start, end).to_numpy(zero_copy_only=False)
+        encoded = self.arrow_strings(start, end).dictionary_encode()
+        return encoded.dictionary.to_numpy(zero_copy_only=False)[encoded.indices.to_numpy()]
 
     def arrow_strings(self, start: np.ndarray, end: np.ndarray) -> pa.StringArray:
         """Return the bytes in ``[start, end)`` of each line as an Arrow string array (empty for lines that no longer fit)."""
