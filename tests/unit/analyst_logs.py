@@ -117,18 +117,19 @@ class ReplayedStore:
         return f"chdb://{(self.data_dir / 'store').resolve()}"
 
 
-def replay_planted_log(directory: Path, batch_lines: int = 2000) -> ReplayedStore:
+def replay_planted_log(directory: Path, batch_lines: int = 2000, start: float | None = None) -> ReplayedStore:
     """Write the planted log into ``directory`` and replay it with ``tokensentry replay``.
 
     ``batch_lines`` is small so that the replay, like a live pipeline, decides
-    in many batches. The store is closed again when this returns.
+    in many batches. ``start`` is passed to ``write_planted_log``. The store
+    is closed again when this returns.
     """
     from pipeline.assemble import load_hasher
     from pipeline.cli import main
     from pipeline.config import load_settings
 
     directory.mkdir(parents=True, exist_ok=True)
-    log = write_planted_log(directory / "access.log")
+    log = write_planted_log(directory / "access.log", start=start)
     config = directory / "tokensentry.yaml"
     config.write_text(f"batch_lines: {batch_lines}\n", encoding="utf-8")
     data_dir = directory / "data"

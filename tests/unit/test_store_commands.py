@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,10 @@ def test_size_table_lists_per_record_figures(replayed: ReplayedStore, capsys: py
 
 
 def test_size_optimize_merges_parts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    replayed = replay_planted_log(tmp_path)
+    # Events are partitioned by UTC day, so the log must not cross midnight
+    # for one part to remain: it starts at noon of the day before today.
+    yesterday_noon = (int(time.time()) // 86400 - 1) * 86400 + 12 * 3600.0
+    replayed = replay_planted_log(tmp_path, start=yesterday_noon)
     capsys.readouterr()
 
     assert main(["store", "size", "--data-dir", str(replayed.data_dir), "--format", "json"]) == 0
