@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.base import DetectionContext, registry_rows
+from detectors.base import Detection, DetectionContext, Detector, build_detection, explain, registry_rows
 from pipeline.windows import PairTable, WindowBatch
+from schemas.detections import Evidence, Severity
 
 
 @dataclass(slots=True)
@@ -78,6 +79,49 @@ def find_violations(
         values_outside=values,
         record_rows=rows[window_rows],
     )
+
+
+def violation_detections(
+    detector: Detector,
+    windows: WindowBatch,
+    context: DetectionContext,
+    found: Violations,
+    *,
+    features: tuple[str, str],
+    summarize: Callable[[int, list[str], int], str],
+    is_high: Callable[[float, float], bool],
+) -> list[Detection]:
+    """Build one detection per window of ``found``, scored by the share of its requests outside the list.
+
+    ``features`` names the two evidence items: the requests outside the list
+    and their share of the window. ``summarize(row, values_outside, record)``
+    returns the explanation's first sentence, and ``is_high(outside, share)``
+    whether the detection is HIGH rather than MEDIUM.
+    """
+    requests = windows.feature("requests")
+    detections = []
+    for row, outside, values, record in zip(
+        found.rows.tolist(), found.requests_outside, found.values_outside, found.record_rows.tolist(), strict=True
+    ):
+        share = outside / requests[row]
+        evidence = (
+            Evidence(feature=features[0], observed=outside, expected=0.0),
+            Evidence(feature=features[1], observed=share, expected=0.0),
+        )
+        detections.append(
+            build_detection(
+                detector,
+                windows,
+                row,
+                score=share,
+                threshold=0.0,
+                severity=Severity.HIGH if is_high(outside, share) else Severity.MEDIUM,
+                explanation=explain(summarize(row, values, record), evidence),
+                evidence=evidence,
+                context=context,
+            )
+        )
+    return detections
 
 
 def list_text(values: list[str], limit: int = 5) -> str:

@@ -13,10 +13,9 @@ in (0, 1]. Severity: HIGH when at least half the window's requests and
 
 from __future__ import annotations
 
-from detectors.base import Detection, DetectionContext, Detector, build_detection, explain
-from detectors.rules.common import find_violations, list_text
+from detectors.base import Detection, DetectionContext, Detector
+from detectors.rules.common import find_violations, list_text, violation_detections
 from pipeline.windows import WindowBatch
-from schemas.detections import Evidence, Severity
 
 
 class Geofence(Detector):
@@ -51,34 +50,19 @@ class Geofence(Detector):
         )
         if found is None:
             return []
-        requests = windows.feature("requests")
-        detections = []
-        for row, outside, countries, record in zip(
-            found.rows.tolist(), found.requests_outside, found.values_outside, found.record_rows.tolist(), strict=True
-        ):
-            share = outside / requests[row]
-            allowed_text = ", ".join(tokens.allowed_countries[record])
+        subjects = windows.keys["subject_id"]
+
+        def summarize(row: int, countries: list[str], record: int) -> str:
             named = [country or "unknown" for country in countries]
-            evidence = (
-                Evidence(feature="requests_outside_allowed_countries", observed=outside, expected=0.0),
-                Evidence(feature="share_outside_allowed_countries", observed=share, expected=0.0),
-            )
-            summary = (
-                f"{windows.keys['subject_id'][row]} was used from {list_text(named)}, "
-                f"outside its allowed countries ({allowed_text})"
-            )
-            high = share >= 0.5 and outside >= self.min_requests
-            detections.append(
-                build_detection(
-                    self,
-                    windows,
-                    row,
-                    score=share,
-                    threshold=0.0,
-                    severity=Severity.HIGH if high else Severity.MEDIUM,
-                    explanation=explain(summary, evidence),
-                    evidence=evidence,
-                    context=context,
-                )
-            )
-        return detections
+            allowed_text = ", ".join(tokens.allowed_countries[record])
+            return f"{subjects[row]} was used from {list_text(named)}, outside its allowed countries ({allowed_text})"
+
+        return violation_detections(
+            self,
+            windows,
+            context,
+            found,
+            features=("requests_outside_allowed_countries", "share_outside_allowed_countries"),
+            summarize=summarize,
+            is_high=lambda outside, share: share >= 0.5 and outside >= self.min_requests,
+        )

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from detectors.base import Detection, DetectionContext, Detector, build_detection, explain
-from detectors.rules.common import find_violations, list_text
+from detectors.base import Detection, DetectionContext, Detector
+from detectors.rules.common import find_violations, list_text, violation_detections
 from pipeline.windows import WindowBatch
-from schemas.detections import Evidence, Severity
 
 
 @lru_cache(maxsize=65536)
@@ -67,33 +66,19 @@ class AllowedOrigins(Detector):
         )
         if found is None:
             return []
-        requests = windows.feature("requests")
-        detections = []
-        for row, outside, origins, record in zip(
-            found.rows.tolist(), found.requests_outside, found.values_outside, found.record_rows.tolist(), strict=True
-        ):
-            share = outside / requests[row]
+        subjects = windows.keys["subject_id"]
+
+        def summarize(row: int, origins: list[str], record: int) -> str:
             named = [origin or "(no Origin header)" for origin in origins]
-            evidence = (
-                Evidence(feature="requests_from_other_origins", observed=outside, expected=0.0),
-                Evidence(feature="share_from_other_origins", observed=share, expected=0.0),
-            )
-            summary = (
-                f"{windows.keys['subject_id'][row]} was called from {list_text(named)}, "
-                f"not among its allowed origins ({', '.join(tokens.allowed_origins[record])})"
-            )
-            high = share >= 0.5 and outside >= self.min_requests
-            detections.append(
-                build_detection(
-                    self,
-                    windows,
-                    row,
-                    score=share,
-                    threshold=0.0,
-                    severity=Severity.HIGH if high else Severity.MEDIUM,
-                    explanation=explain(summary, evidence),
-                    evidence=evidence,
-                    context=context,
-                )
-            )
-        return detections
+            allowed_text = ", ".join(tokens.allowed_origins[record])
+            return f"{subjects[row]} was called from {list_text(named)}, not among its allowed origins ({allowed_text})"
+
+        return violation_detections(
+            self,
+            windows,
+            context,
+            found,
+            features=("requests_from_other_origins", "share_from_other_origins"),
+            summarize=summarize,
+            is_high=lambda outside, share: share >= 0.5 and outside >= self.min_requests,
+        )

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from detectors.base import Detection, DetectionContext, Detector, build_detection, explain
-from detectors.rules.common import find_violations, list_text
+from detectors.base import Detection, DetectionContext, Detector
+from detectors.rules.common import find_violations, list_text, violation_detections
 from pipeline.windows import WindowBatch
-from schemas.detections import Evidence, Severity
 
 
 @lru_cache(maxsize=65536)
@@ -62,31 +61,18 @@ class ScopeViolation(Detector):
         found = find_violations(windows, context, "route", tokens.has_scopes, allowed, skip_empty=False)
         if found is None:
             return []
-        requests = windows.feature("requests")
-        detections = []
-        for row, outside, routes, record in zip(
-            found.rows.tolist(), found.requests_outside, found.values_outside, found.record_rows.tolist(), strict=True
-        ):
-            share = outside / requests[row]
-            evidence = (
-                Evidence(feature="requests_outside_scopes", observed=outside, expected=0.0),
-                Evidence(feature="share_outside_scopes", observed=share, expected=0.0),
-            )
-            summary = (
-                f"{windows.keys['subject_id'][row]} called {list_text([r or '(empty route)' for r in routes])}, "
-                f"outside its scopes ({', '.join(tokens.scopes[record])})"
-            )
-            detections.append(
-                build_detection(
-                    self,
-                    windows,
-                    row,
-                    score=share,
-                    threshold=0.0,
-                    severity=Severity.HIGH if outside >= self.min_requests else Severity.MEDIUM,
-                    explanation=explain(summary, evidence),
-                    evidence=evidence,
-                    context=context,
-                )
-            )
-        return detections
+        subjects = windows.keys["subject_id"]
+
+        def summarize(row: int, routes: list[str], record: int) -> str:
+            named = [route or "(empty route)" for route in routes]
+            return f"{subjects[row]} called {list_text(named)}, outside its scopes ({', '.join(tokens.scopes[record])})"
+
+        return violation_detections(
+            self,
+            windows,
+            context,
+            found,
+            features=("requests_outside_scopes", "share_outside_scopes"),
+            summarize=summarize,
+            is_high=lambda outside, share: outside >= self.min_requests,
+        )
