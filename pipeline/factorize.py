@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 try:
-    # NOTE: a pandas internal, present from pandas 1.x to 3.1 at least; the import guard keeps newer versions working.
+    # NOTE: a pandas internal, checked with pandas 3.1.1 only. The import guard falls back when it is gone.
     from pandas._libs.hashtable import PyObjectHashTable
 except ImportError:  # pragma: no cover - depends on the installed pandas
     PyObjectHashTable = None

@@ -209,7 +209,7 @@ def scrub_column(values: np.ndarray, paths: bool = False) -> np.ndarray:
     return _strings([scrubbed.get(value, value) for value in rows])
 
 
-def _prefixed(prefix: str, values: np.ndarray) -> np.ndarray:
+def prefixed_strings(prefix: str, values: np.ndarray) -> np.ndarray:
     """Return ``prefix + value`` for each value, one string object per distinct value."""
     rows = values.tolist()
     table = {value: prefix + value for value in set(rows)}
@@ -336,13 +336,13 @@ def _subjects(
     has_credential = (credentials != "") & ~has_key
     by_address = ~(has_key | has_credential)
     if has_key.any():
-        subjects[has_key] = _prefixed(KEY_ID_PREFIX, key_ids[has_key])
+        subjects[has_key] = prefixed_strings(KEY_ID_PREFIX, key_ids[has_key])
         kinds[has_key] = SubjectKind.KEY_ID
     if has_credential.any():
         subjects[has_credential] = hasher.token_ids(credentials[has_credential])
         kinds[has_credential] = SubjectKind.TOKEN_HASH
     if by_address.any():
-        subjects[by_address] = _prefixed(IP_PREFIX, client_ips[by_address])
+        subjects[by_address] = prefixed_strings(IP_PREFIX, client_ips[by_address])
     return subjects, kinds
 
 

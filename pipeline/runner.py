@@ -56,10 +56,11 @@ GC_YOUNG_THRESHOLD = 50_000
 def prepare_gc_for_batches() -> None:
     """Freeze the objects built so far and collect young objects less often.
 
-    Call once after the pipeline is built: the cyclic garbage collector never
-    traverses frozen objects (modules, parsers, start-up state) again. On the
-    500,000-line benchmark in ``benchmarks/bench_replay.py`` this raised replay
-    from about 73,000 to 82,000 events/s (2-vCPU AMD EPYC, one run each).
+    Call it once after the pipeline is built, because the cyclic garbage
+    collector never traverses frozen objects (modules, parsers, start-up
+    state) again. On 500,000 lines written by ``benchmarks/bench_replay.py``
+    it raised replay from about 73,000 to 82,000 events/s (2-vCPU AMD EPYC,
+    one run each).
     """
     gc.collect()
     gc.freeze()

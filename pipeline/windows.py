@@ -41,6 +41,7 @@ import pandas as pd
 
 from pipeline.factorize import factorize_strings
 from pipeline.hashing import hash_pair
+from pipeline.identity import prefixed_strings
 from pipeline.state import subject_keys
 from schemas.events import EVENT_COLUMNS, SubjectKind
 from schemas.windows import CLIENT_WINDOW_FEATURES, PAIR_COLUMNS, WINDOW_FEATURES, WINDOW_KEYS
@@ -585,8 +586,8 @@ def _client_windows(
     client_ips = ips.uniques[ip_codes]
     starts = ((group_keys // n_ips) + base).astype(np.float64) * size_s
     first_offset, last_offset = _offset_range(group, events["offset"], n_groups)
-    subject_ids = _prefixed(CLIENT_SUBJECT_PREFIX, ips.uniques)[ip_codes]
-    client_keys, _ = subject_keys(_prefixed("client:", ips.uniques))
+    subject_ids = prefixed_strings(CLIENT_SUBJECT_PREFIX, ips.uniques)[ip_codes]
+    client_keys, _ = subject_keys(prefixed_strings("client:", ips.uniques))
     keys = {
         "window_id": _window_ids_from_keys(client_keys[ip_codes], starts),
         "subject_id": subject_ids,
@@ -600,11 +601,6 @@ def _client_windows(
     }
     return ClientWindowBatch(keys=keys, features=features)
 
-
-def _prefixed(prefix: str, values: np.ndarray) -> np.ndarray:
-    prefixed = np.empty(len(values), dtype=object)
-    prefixed[:] = [prefix + value for value in values.tolist()]
-    return prefixed
 
 
 def _networks(ips: _Factorized) -> _Factorized:

@@ -7,7 +7,7 @@ groups into one object array. Then it converts each field once per distinct
 value in the chunk, because access logs repeat their times, latencies and
 credentials on many lines. When the driver passes the chunk's bytes,
 the lines that fit the layout exactly go through ``clf_vector`` first,
-which needs no Python code per line, and the regex sees only the rest.
+which needs no Python code per line, and the regex parses only the rest.
 
 It takes only the lines whose row it can build exactly as the line parser
 would, and returns the rest as misfits for the driver to parse line by line:
@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, NUMERIC_FIELD_DTYPES, RAW_FIELDS, missing_field_column
 from pipeline.parsers.clf import COMBINED_FAST_PATTERN, CombinedParser, split_request_line
 from pipeline.parsers.clf_vector import parse_vector
-from pipeline.parsers.column_values import convert_each, convert_runs
+from pipeline.parsers.column_values import convert_each, convert_runs, dash_to_empty
 from pipeline.parsers.extras import Layout, apply_extra_fields, build_layout, unescape_quotes
 from pipeline.parsers.timestamps import clf_time_to_epoch
 
@@ -71,11 +71,6 @@ def _counts(values: np.ndarray, missing: int) -> np.ndarray:
     counts[~dash] = values[~dash].astype(np.int64)
     return counts
 
-
-def _dash_to_empty(values: np.ndarray) -> np.ndarray:
-    values = values.copy()
-    values[values == "-"] = ""
-    return values
 
 
 class CombinedColumnParser:
@@ -204,9 +199,9 @@ class CombinedColumnParser:
         columns["target"] = target
         columns["status"] = _counts(groups[:, STATUS], 0)
         columns["bytes_out"] = _counts(groups[:, BYTES], -1)
-        columns["referer"] = _dash_to_empty(groups[:, REFERER])
-        columns["user_agent"] = _dash_to_empty(groups[:, AGENT])
-        columns["account"] = _dash_to_empty(groups[:, USER])
+        columns["referer"] = dash_to_empty(groups[:, REFERER])
+        columns["user_agent"] = dash_to_empty(groups[:, AGENT])
+        columns["account"] = dash_to_empty(groups[:, USER])
         for name in RAW_FIELDS:
             if name not in columns:
                 columns[name] = missing_field_column(name, n)

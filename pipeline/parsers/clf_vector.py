@@ -32,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.parsers.base import MAX_EVENT_TIME, MIN_EVENT_TIME, RAW_FIELDS, missing_field_column
+from pipeline.parsers.column_values import convert_distinct, dash_to_empty
 from pipeline.parsers.extras import Layout, unescape_quotes
+from pipeline.parsers.fields import MAX_COUNT_DIGITS
 from pipeline.parsers.timestamps import MONTHS
 
 NEWLINE, SPACE, QUOTE, BACKSLASH = 10, 32, 34, 92
@@ -46,7 +48,6 @@ _MONTH_NUMBERS = np.array(
     [MONTHS[chr(key >> 16) + chr((key >> 8) & 0xFF) + chr(key & 0xFF)] for key in _MONTH_KEYS.tolist()], dtype=np.int64
 )
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-_MAX_BYTES_DIGITS = 18  # still fits int64
 
 
 def parse_vector(blob: bytes, n: int, layout: Layout | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -103,7 +104,7 @@ class _Lines:
         return self.buf[np.clip(positions, 0, len(self.buf) - 1)]
 
     def literal_at(self, positions: np.ndarray, literal: bytes) -> np.ndarray:
-        """Return where ``literal`` starts at ``positions``."""
+        """Return a mask of the ``positions`` where ``literal`` starts."""
         expected = np.frombuffer(literal, dtype=np.uint8)
         found = self.buf[np.clip(positions[:, None] + np.arange(len(literal)), 0, len(self.buf) - 1)]
         return (found == expected).all(axis=1)
@@ -155,13 +156,13 @@ class _Lines:
         columns = {name: missing_field_column(name, n) for name in RAW_FIELDS}
         columns["ts"] = ts
         columns["client_ip"] = self.strings(starts, client_end)
-        columns["account"] = _dash_to_empty(self.strings(user_start, prefix_end))
+        columns["account"] = dash_to_empty(self.strings(user_start, prefix_end))
         columns["method"] = self.strings(request_open + 1, method_end)
         columns["target"] = self.strings(method_end + 1, target_end)
         columns["status"] = status
         columns["bytes_out"] = bytes_out
-        columns["referer"] = _dash_to_empty(self.strings(q[:, 2] + 1, q[:, 3]))
-        columns["user_agent"] = _dash_to_empty(self.strings(q[:, 4] + 1, q[:, 5]))
+        columns["referer"] = dash_to_empty(self.strings(q[:, 2] + 1, q[:, 3]))
+        columns["user_agent"] = dash_to_empty(self.strings(q[:, 4] + 1, q[:, 5]))
         return columns
 
     def extra_values(self, items: tuple[tuple[str, bool], ...]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -210,22 +211,16 @@ class _Lines:
         """
         encoded = values.dictionary_encode()
         codes = encoded.indices.to_numpy()
-        uniques = encoded.dictionary.to_pylist()
-        converted = np.empty(len(uniques), dtype=column.dtype)
-        keep = np.zeros(len(uniques), dtype=np.bool_)
-        failed = np.zeros(len(uniques), dtype=np.bool_)
-        for number, value in enumerate(uniques):
-            if value == "" or value == "-":
-                continue
-            try:
-                converted[number] = convert(value)
-            except ValueError:
-                failed[number] = True
-                continue
-            keep[number] = True
-        present = keep[codes]
-        column[present] = converted[codes[present]]
-        self.good &= ~failed[codes]
+        uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
+        present_uniques = (uniques != "") & (uniques != "-")
+        present = present_uniques[codes]
+        if not present.any():
+            return
+        renumbered = np.cumsum(present_uniques) - 1
+        converted, failed = convert_distinct(renumbered[codes[present]], uniques[present_uniques], convert, column.dtype)
+        column[present] = converted
+        if failed is not None:
+            self.good[np.flatnonzero(present)[failed]] = False
 
     def strings(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Return the bytes in ``[start, end)`` of each line as an object array of str.
@@ -267,7 +262,7 @@ class _Lines:
         self.check_printable(self.buf[np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])], lengths)
 
     def digits(self, start: np.ndarray, width: int) -> np.ndarray:
-        """Return the number in the ``width`` bytes at ``start``; lines with a non-digit there stop fitting."""
+        """Return the number in the ``width`` bytes at ``start``. Lines with a non-digit there stop fitting."""
         raw = self.buf[np.clip(start[:, None] + np.arange(width), 0, len(self.buf) - 1)].astype(np.int64) - ord("0")
         self.good &= ((raw >= 0) & (raw <= 9)).all(axis=1)
         return raw @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
@@ -278,12 +273,12 @@ class _Lines:
         return np.where(dash, 0, self.digits(start, 3))
 
     def counts(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Parse a byte count (digits or "-", as ``[0-9]+|-``); "-" gives -1."""
+        """Parse a byte count of digits or "-" (as ``[0-9]+|-``), where "-" gives -1."""
         dash = (end == start + 1) & (self.byte_at(start) == ord("-"))
         width = end - start
-        self.good &= dash | ((width >= 1) & (width <= _MAX_BYTES_DIGITS))
+        self.good &= dash | ((width >= 1) & (width <= MAX_COUNT_DIGITS))
         value = np.zeros(len(start), dtype=np.int64)
-        for offset in range(_MAX_BYTES_DIGITS):
+        for offset in range(MAX_COUNT_DIGITS):
             inside = offset < width
             digit = self.byte_at(start + offset).astype(np.int64) - ord("0")
             self.good &= ~inside | dash | ((digit >= 0) & (digit <= 9))
@@ -348,9 +343,3 @@ def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np
     day_of_year = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     return era * 146097 + day_of_era - 719468
-
-
-def _dash_to_empty(values: np.ndarray) -> np.ndarray:
-    values[values == "-"] = ""
-    return values
-

@@ -24,9 +24,10 @@ from pipeline.factorize import factorize_strings
 def convert_distinct(
     codes: np.ndarray, uniques: np.ndarray, convert: Callable[[str], Any], dtype
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convert each distinct value once; return the row values and a mask of rows whose value failed, or None.
+    """Convert each distinct value once and return the row values with a mask of the rows whose value failed.
 
-    A value fails when ``convert`` raises ValueError. The row values of failed rows are 0.
+    A value fails when ``convert`` raises ValueError. The mask is None when
+    no value failed, and the row values of failed rows are 0.
     """
     values = uniques.tolist()
     try:
@@ -56,3 +57,10 @@ def convert_runs(values: np.ndarray, convert: Callable[[str], Any], dtype) -> tu
     np.not_equal(values[1:], values[:-1], out=changed[1:])
     codes = np.cumsum(changed) - 1
     return convert_distinct(codes, values[changed], convert, dtype)
+
+
+def dash_to_empty(values: np.ndarray) -> np.ndarray:
+    """Return a copy of a string column with "-" (a field the log left empty) replaced by ""."""
+    values = values.copy()
+    values[values == "-"] = ""
+    return values

@@ -47,7 +47,7 @@ MAX_QUOTED_VALUE_CHARS = 40
 MAX_COUNT = 2**63 - 1
 """Largest byte count or other count a row can carry: the store keeps them as Int64."""
 MAX_COUNT_DIGITS = 18
-"""Digits of the longest count that is below ``MAX_COUNT`` whatever its digits."""
+"""Digits a count can have and still be below ``MAX_COUNT``, whatever the digits are."""
 MAX_ASN = 2**32 - 1
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")

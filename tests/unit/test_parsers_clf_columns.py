@@ -249,7 +249,7 @@ def test_quoted_value_in_unquoted_layout_slot_loses_quotes():
     assert columnar.rows[2][FIELD_INDEX["credential"]] == "abc"
 
 
-def test_redacted_value_in_unquoted_layout_slot_is_no_credential():
+def test_unquoted_slot_redacted_value_ignored():
     columnar, by_line, _, _ = parse_both_with_parsers([P + " key=abc", P + ' key="REDACTED"'])
     assert_same_chunks(columnar, by_line)
     assert columnar.rows[1][FIELD_INDEX["credential"]] == ""
