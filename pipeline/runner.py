@@ -34,6 +34,7 @@ from pipeline.identity import TokenHasher, identify, scrub_text
 from pipeline.parsers import LineParser
 from pipeline.policy import Policy
 from pipeline.sinks.actions import ActionSink
+from pipeline.sinks.coalesce import CoalescedWrites
 from pipeline.sinks.write_behind import WriteBehind
 from pipeline.sources.base import LineBatch
 from pipeline.state import SubjectIndex
@@ -139,6 +140,8 @@ class Pipeline:
         self.dead_letter_sinks = list(dead_letter_sinks)
         self.writer = writer
         """With a writer, step 7 runs on its thread and writes are acknowledged at ``flush``."""
+        # Only with a writer: without one, every write is acknowledged when ``process`` returns.
+        self._coalesced = CoalescedWrites(store) if writer is not None else None
         self.stats = RunStats()
         for detector in self.detectors:
             detector.attach(index)
@@ -212,7 +215,7 @@ class Pipeline:
         """Close every open window (end of input) and process what they yield."""
         closed = self.windows.flush()
         result = self._detect_and_decide(closed, 0, [])
-        self._write(None, result)
+        self._write(None, result, drain=True)
         self._count(None, result)
         return result
 
@@ -237,18 +240,24 @@ class Pipeline:
         return BatchResult(events=events, dead_letters=dead_letters, windows=closed, detections=detections, actions=actions)
 
     def flush(self) -> None:
-        """Wait for every write handed to the writer; raise the first that failed."""
+        """Wait for every write handed to the writer, held windows and detections included, and raise the first failure."""
         if self.writer is not None:
+            self.writer.submit(self._drain)
             self.writer.flush()
 
-    def _write(self, events: dict[str, np.ndarray] | None, result: BatchResult) -> None:
+    def _write(self, events: dict[str, np.ndarray] | None, result: BatchResult, drain: bool = False) -> None:
         if self.writer is None:
             self._write_now(events, result)
         else:
-            self.writer.submit(self._write_now, events, result)
+            self.writer.submit(self._write_now, events, result, drain)
 
-    def _write_now(self, events: dict[str, np.ndarray] | None, result: BatchResult) -> None:
+    def _drain(self) -> None:
+        if self._coalesced is not None:
+            self._coalesced.write_all()
+
+    def _write_now(self, events: dict[str, np.ndarray] | None, result: BatchResult, drain: bool = False) -> None:
         started = time.perf_counter()
+        coalesced = self._coalesced
         if events is not None and len(events["ts"]):
             inserted = self.store.write_events(events)
             if isinstance(inserted, int):
@@ -258,9 +267,18 @@ class Pipeline:
             for sink in self.dead_letter_sinks:
                 sink.publish(result.dead_letters)
         if result.windows.size:
-            self.store.write_windows(result.windows.columns())
+            if coalesced is None:
+                self.store.write_windows(result.windows.columns())
+            else:
+                coalesced.add_windows(result.windows.columns())
         if result.detections:
-            self.store.write_detections(result.detections)
+            if coalesced is None:
+                self.store.write_detections(result.detections)
+            else:
+                coalesced.add_detections(result.detections)
+        if coalesced is not None and (drain or result.actions):
+            # An action's windows and detections are stored before the action itself.
+            coalesced.write_all()
         if result.actions:
             live = [action for action in result.actions if not action.dry_run]
             shadow = [action for action in result.actions if action.dry_run]
