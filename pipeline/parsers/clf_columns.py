@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class CombinedColumnParser:
         self._layout: Layout | None = None
 
     def parse_block(
-        self, texts: list[str], escaped: bool | None = None, blob: bytes | None = None
+        self, texts: Sequence[str], escaped: bool | None = None, blob: bytes | None = None
     ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         """Parse the lines this parser takes exactly.
 
@@ -121,7 +122,7 @@ class CombinedColumnParser:
         return columns, taken, misfits
 
     def _parse_vector_first(
-        self, texts: list[str], escaped: bool | None, blob: bytes
+        self, texts: Sequence[str], escaped: bool | None, blob: bytes
     ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         vector_columns, vector_taken = parse_vector(blob, len(texts), self._layout)
         if len(vector_taken) == len(texts):
@@ -135,7 +136,7 @@ class CombinedColumnParser:
         }
         return columns, taken[order].tolist(), rest[regex_misfits].tolist()
 
-    def _parse_regex(self, texts: list[str], escaped: bool | None) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+    def _parse_regex(self, texts: Sequence[str], escaped: bool | None) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
         matches = list(map(self._pattern.fullmatch, texts))
         if escaped is None:
             escaped = any('\\"' in text for text in texts)
@@ -155,7 +156,7 @@ class CombinedColumnParser:
                 taken = [index for index, keep in zip(taken, kept.tolist(), strict=True) if keep]
         return columns, taken, _complement(taken, len(texts))
 
-    def _choose_pattern(self, texts: list[str]) -> None:
+    def _choose_pattern(self, texts: Sequence[str]) -> None:
         """Pick the mode and pattern from the tail of the first combined line among the first few."""
         tail = ""
         for text in texts[:LAYOUT_SAMPLE_LINES]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,39 @@ def _parse_without_format(line: str) -> tuple:
     raise FormatMismatch("no format detected yet")
 
 
+class _LazyLines(Sequence[str]):
+    """The decoded lines of a chunk, split from its text on first access.
+
+    The vector parser reads only the chunk's bytes, so a chunk whose lines
+    all fit it never makes one str per line.
+    """
+
+    def __init__(self, blob: bytes, count: int, valid: bool) -> None:
+        self._blob = blob
+        self._count = count
+        self._valid = valid
+        self._lines: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        return self.lines()[index]
+
+    def __iter__(self):
+        return iter(self.lines())
+
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            text = self._blob.decode() if self._valid else self._blob.decode("utf-8", "backslashreplace")
+            self._lines = text.split("\n")
+            self._lines.pop()
+        return self._lines
+
+
 @dataclass(slots=True)
 class _DecodedChunk:
-    texts: list[str]
+    texts: _LazyLines
     escaped: bool
     """Whether any line contains ``\\"``."""
     blob: bytes | None
@@ -51,22 +81,23 @@ def _decode_block(lines: list[bytes]) -> _DecodedChunk | None:
     ended = lines[0].endswith(b"\n")
     if ended and not all(line.endswith(b"\n") for line in lines):
         return None
-    blob = b"".join(lines) if ended else b"\n".join(lines) + b"\n"
-    try:
-        text = blob.decode()
-    except UnicodeDecodeError:
-        text = blob.decode("utf-8", "backslashreplace")
-        valid = False
-    else:
-        valid = True
-    texts = text.split("\n")
-    texts.pop()
+    blob = b"".join(lines) if ended else b"\n".join([*lines, b""])
     # The line parser strips a CR before the newline, which the chunk parsers would keep.
-    if len(texts) != len(lines) or ("\r" in text and "\r\n" in text):
+    if blob.count(b"\n") != len(lines) or (b"\r" in blob and b"\r\n" in blob):
         return None
-    # A one-character search runs on memchr, many times faster than the two-character one.
-    escaped = "\\" in text and '\\"' in text
-    return _DecodedChunk(texts, escaped, blob if valid else None)
+    if blob.isascii():
+        valid = True
+    else:
+        try:
+            blob.decode()
+        except UnicodeDecodeError:
+            valid = False
+        else:
+            valid = True
+    # A one-byte search runs on memchr, many times faster than the two-byte one. Invalid bytes
+    # decode to \xNN, a backslash never followed by a quote, so searching the bytes finds the same.
+    escaped = b"\\" in blob and b'\\"' in blob
+    return _DecodedChunk(_LazyLines(blob, len(lines), valid), escaped, blob if valid else None)
 
 
 def _merge_in_line_order(

@@ -74,6 +74,8 @@ def _split_batches(stream: BinaryIO, source: str, batch_lines: int) -> Iterator[
     size = 0
     remainder = b""
     stream_id = source
+    # True from the first block that contains a CR. From then on, each line is checked for a CR to strip.
+    carriage_returns = False
     while True:
         block = stream.read(_BLOCK_BYTES)
         if not block:
@@ -81,12 +83,13 @@ def _split_batches(stream: BinaryIO, source: str, batch_lines: int) -> Iterator[
         if size == 0:
             stream_id = f"{source}#{stream_fingerprint(block)}"
         size += len(block)
+        carriage_returns = carriage_returns or b"\r" in block
         parts = (remainder + block).split(b"\n")
         remainder = parts.pop()
         lines.extend(parts)
         while len(lines) >= batch_lines:
             chunk, lines = lines[:batch_lines], lines[batch_lines:]
-            yield _batch(source, stream_id, chunk, line_number, _chunk_bytes(chunk))
+            yield _batch(source, stream_id, chunk, line_number, _chunk_bytes(chunk), carriage_returns)
             line_number += len(chunk)
     if remainder:
         lines.append(remainder)
@@ -95,7 +98,7 @@ def _split_batches(stream: BinaryIO, source: str, batch_lines: int) -> Iterator[
         chunk_size = _chunk_bytes(chunk)
         if remainder and start + batch_lines >= len(lines):
             chunk_size -= 1  # the last line has no newline
-        yield _batch(source, stream_id, chunk, line_number, chunk_size)
+        yield _batch(source, stream_id, chunk, line_number, chunk_size, carriage_returns)
         line_number += len(chunk)
     logger.info("finished %s: %d lines, %d bytes", source, line_number, size)
 
@@ -104,9 +107,10 @@ def _chunk_bytes(lines: list[bytes]) -> int:
     return sum(map(len, lines)) + len(lines)
 
 
-def _batch(source: str, stream_id: str, lines: list[bytes], first_line: int, size: int) -> LineBatch:
-    # One search of the joined chunk skips the per-line check in the common case of no \r at all.
-    if b"\r" in b"".join(lines):
+def _batch(
+    source: str, stream_id: str, lines: list[bytes], first_line: int, size: int, carriage_returns: bool
+) -> LineBatch:
+    if carriage_returns:
         stripped = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     else:
         stripped = lines
