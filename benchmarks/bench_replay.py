@@ -10,7 +10,11 @@ in one run, three times each, measures:
   event written to the audit trail, in a child process so its peak RSS is
   its own.
 
-Prints medians, the ratio replay / bare, and the replay's peak memory.
+Prints medians, the ratio replay / bare, the replay's peak memory and the
+CPU seconds of the last replay by thread: the main thread (parse, identify,
+window, detect, decide), the writer thread (Arrow conversion and the
+inserts, which chDB runs on the calling thread), and chDB's own threads
+(background merges and its query pool).
 
 Usage: .venv/bin/python benchmarks/bench_replay.py [--lines N] [--tokens N] [--keep DIR]
 """
@@ -22,10 +26,13 @@ import json
 import re
 import shutil
 import statistics
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,26 +86,87 @@ def bare_loop(path: Path) -> float:
 
 
 def replay(path: Path, work: Path) -> dict:
-    """Run ``tokensentry replay --json`` in a child process; return its summary and peak RSS."""
+    """Run ``tokensentry replay --json`` in a child process and return its summary, peak RSS and CPU by thread."""
     data_dir = work / "replay"
     shutil.rmtree(data_dir, ignore_errors=True)
-    command = [
-        sys.executable,
-        "-c",
-        "import resource, sys, json; from pipeline.cli import main; code = main(sys.argv[1:]); "
-        "print(json.dumps({'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), "
-        "file=sys.stderr); sys.exit(code)",
-        "replay",
-        str(path),
-        "--data-dir",
-        str(data_dir),
-        "--json",
-        "--no-progress",
-    ]
+    command = [sys.executable, __file__, "--child", str(path), str(data_dir)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     summary.update(json.loads(done.stderr.strip().splitlines()[-1]))
     return summary
+
+
+class ThreadCpu:
+    """Samples the CPU seconds of every thread of this process from ``start`` on, keeping the last value of threads that exit.
+
+    Python threads are grouped by their Python name (``MainThread``,
+    ``tokensentry-writer``), other threads by the name chDB gives them
+    (``MergeMutate`` for background merges, ``ThreadPool``). A thread that
+    ends between two samples loses at most one interval.
+    """
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.last: dict[int, tuple[str, float]] = {}
+        self._baseline: dict[int, float] = {}
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._sample()
+        self._baseline = {tid: seconds for tid, (_, seconds) in self.last.items()}
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        groups: Counter[str] = Counter()
+        for tid, (name, seconds) in self.last.items():
+            if name != "cpu-sampler":
+                groups[name.rstrip("0123456789")] += seconds - self._baseline.get(tid, 0.0)
+        return {group: round(seconds, 2) for group, seconds in groups.most_common() if seconds >= 0.005}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        python_names = {thread.native_id: thread.name for thread in threading.enumerate()}
+        for entry in os.listdir("/proc/self/task"):
+            stat = _read(f"/proc/self/task/{entry}/stat")
+            name = python_names.get(int(entry)) or _read(f"/proc/self/task/{entry}/comm")
+            if not stat or not name:
+                continue  # the thread ended
+            fields = stat.rsplit(")", 1)[1].split()
+            self.last[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / self._tick)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def run_child(path: str, data_dir: str) -> int:
+    """Replay ``path`` in this process; print the summary on stdout and memory and CPU on stderr."""
+    import resource
+
+    from pipeline.cli import build_parser
+    from pipeline.cli import main as cli_main
+
+    # Building the parser imports every command and detector, so start-up imports are not sampled.
+    build_parser()
+    sampler = ThreadCpu()
+    sampler.start()
+    code = cli_main(["replay", path, "--data-dir", data_dir, "--json", "--no-progress"])
+    cpu = sampler.stop()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "cpu_s_by_thread": cpu}), file=sys.stderr)
+    return code
 
 
 def main() -> None:
@@ -137,9 +205,16 @@ def main() -> None:
         f"last replay: accepted {last['events_accepted']:,}, dead-lettered {last['dead_lettered']:,}, "
         f"windows {last['windows']:,}, detections {last['detections']:,}, actions {last['actions']:,}"
     )
+    cpu = last["cpu_s_by_thread"]
+    print(
+        f"last replay CPU seconds by thread (total {sum(cpu.values()):.1f} s in {last['elapsed_s']:.1f} s): "
+        + ", ".join(f"{group} {seconds:.1f}" for group, seconds in cpu.items())
+    )
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        sys.exit(run_child(sys.argv[2], sys.argv[3]))
     main()
