@@ -253,7 +253,9 @@ class Pipeline:
 
     def _drain(self) -> None:
         if self._coalesced is not None:
+            started = time.perf_counter()
             self._coalesced.write_all()
+            self.stats.add_time("sink", time.perf_counter() - started)
 
     def _write_now(self, events: dict[str, np.ndarray] | None, result: BatchResult, drain: bool = False) -> None:
         started = time.perf_counter()
