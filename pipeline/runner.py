@@ -251,6 +251,20 @@ class Pipeline:
         else:
             self.writer.submit(self._write_now, events, result, drain)
 
+    def write_held(self) -> None:
+        """Queue the insert of held windows and detections without waiting or raising.
+
+        For a run that stops early (an interrupt or a failed write): what
+        the writer already queued and what is held still reach the store
+        when the writer closes. An earlier write failure is logged, not raised.
+        """
+        if self.writer is None or not self.writer.running:
+            return
+        try:
+            self.writer.submit(self._drain)
+        except Exception as error:  # noqa: BLE001 - the writer re-raises whatever its write raised
+            logger.warning("held windows and detections were not written, because an earlier write failed: %s", error)
+
     def _drain(self) -> None:
         if self._coalesced is not None:
             started = time.perf_counter()

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     store = metrics.instrument_store(open_store(settings))
     # Store writes run on a background thread, overlapping the next batch's parsing.
     writer = None if args.sync_writes else WriteBehind(max_pending=2)
+    pipeline: Pipeline | None = None
     try:
         pipeline = build_pipeline(
             settings, store=store, log_format=args.format, mapping=mapping, action_sinks=sinks, writer=writer
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     finally:
         if writer is not None:
+            if pipeline is not None:
+                pipeline.write_held()
             writer.close(flush=False)
         for sink in sinks:
             sink.close()

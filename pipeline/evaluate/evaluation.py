@@ -141,6 +141,7 @@ class Evaluation:
         store = open_store(self.settings)
         # As in replay, a background writer overlaps store writes, and with them the baselines, with parsing.
         writer = None if self.sync_writes else WriteBehind(max_pending=2)
+        pipeline: Pipeline | None = None
         try:
             tapped = TappedStore(store, self._observe_events)
             pipeline = build_evaluation_pipeline(
@@ -152,6 +153,8 @@ class Evaluation:
                 writer.close()
         finally:
             if writer is not None:
+                if pipeline is not None:
+                    pipeline.write_held()
                 writer.close(flush=False)
             store.close()
         self._finish_progress(pipeline)

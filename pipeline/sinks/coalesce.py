@@ -9,7 +9,9 @@ them together. Events are never held: they are the bulk of every insert
 and the event write is what a checkpoint acknowledges.
 
 The buffer belongs to one thread (the pipeline's writer thread) and is not
-thread-safe. ``write_all`` must run before the writes count as done.
+thread-safe. ``write_all`` must run before the writes count as done, also
+when a run stops early. Detections are inserted only after the windows
+held before them, so a stored detection always has its window.
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ class CoalescedWrites:
             self.write_windows()
 
     def add_detections(self, detections: list[Detection]) -> None:
-        """Hold detections. All held detections are inserted once ``detection_rows`` wait."""
+        """Hold detections. Once ``detection_rows`` wait, everything held is inserted, windows first."""
         self._detections.extend(detections)
         if len(self._detections) >= self.detection_rows:
-            self.write_detections()
+            self.write_all()
 
     def write_windows(self) -> None:
         """Insert the held windows as one block, if any."""
@@ -84,15 +86,17 @@ class CoalescedWrites:
         self.store.write_windows(merged)
 
     def write_detections(self) -> None:
-        """Insert the held detections as one block, if any."""
+        """Insert the held detections as one block, if any. Callers write the held windows first."""
         if not self._detections:
             return
         detections, self._detections = self._detections, []
         self.store.write_detections(detections)
 
     def write_all(self) -> None:
-        """Insert everything held. A failed insert drops its rows from the buffer and raises."""
-        try:
-            self.write_windows()
-        finally:
-            self.write_detections()
+        """Insert the held windows, then the held detections.
+
+        A failed insert drops its rows from the buffer and raises. When the
+        windows fail, the detections stay held and are not inserted.
+        """
+        self.write_windows()
+        self.write_detections()

@@ -45,6 +45,11 @@ class WriteBehind:
         self._raise_error()
         self._queue.put((function, args))
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread still takes calls, that is, ``close`` has not stopped it."""
+        return self._thread.is_alive()
+
     def flush(self) -> None:
         """Wait until every submitted call has run, then raise the first failure if any."""
         self._queue.join()

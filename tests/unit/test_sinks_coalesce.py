@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from pipeline.assemble import build_pipeline
+from pipeline.cli import main
 from pipeline.config import load_settings
-from pipeline.runner import RunStats
-from pipeline.sinks.clickhouse import AuditStore
+from pipeline.runner import Pipeline, RunStats
+from pipeline.sinks.clickhouse import AuditStore, StoreError
 from pipeline.sinks.coalesce import CoalescedWrites
 from pipeline.sinks.write_behind import WriteBehind
 from pipeline.sources.base import LineBatch
+from schemas.detections import Detection, Severity
 from schemas.windows import WINDOW_FEATURES
 
 HOUR_AGO = float(int(time.time()) - 3600)
@@ -118,6 +120,55 @@ def test_coalesced_writes_write_all_stores_rest(store: AuditStore):
     assert stored_count(store, "windows") == 4
 
 
+class FailingWindowsStore(RecordingStore):
+    """The real store, except that every window insert fails."""
+
+    def write_windows(self, columns: dict[str, np.ndarray]) -> int:
+        self.calls.append(("windows", len(columns["window_id"])))
+        raise StoreError("windows insert failed (test)")
+
+
+def held_detection(number: int) -> Detection:
+    return Detection(
+        detection_id=number,
+        detector="rate_limit",
+        detector_version="1.0.0",
+        subject_id="tk_0123456789abcdef",
+        subject_kind=1,
+        window_id=number,
+        window_start=HOUR_AGO,
+        window_end=HOUR_AGO + 10.0,
+        score=40.0,
+        threshold=20.0,
+        severity=Severity.HIGH,
+        explanation="test detection",
+    )
+
+
+def test_detection_limit_writes_windows_first(store: AuditStore):
+    recording = RecordingStore(store)
+    pending = CoalescedWrites(recording, window_rows=100, detection_rows=2)
+    pending.add_windows(window_columns(3, first_id=0))
+
+    pending.add_detections([held_detection(1), held_detection(2)])
+
+    assert recording.calls == [("windows", 3), ("detections", 2)]
+    assert stored_count(store, "detections") == 2
+
+
+def test_failed_windows_keep_detections_held(store: AuditStore):
+    failing = FailingWindowsStore(store)
+    pending = CoalescedWrites(failing)
+    pending.add_windows(window_columns(3, first_id=0))
+    pending.add_detections([held_detection(1)])
+
+    with pytest.raises(StoreError, match="windows insert failed"):
+        pending.write_all()
+
+    assert failing.calls == [("windows", 3)]
+    assert stored_count(store, "detections") == 0
+
+
 def test_coalesced_writes_reject_zero_limit():
     with pytest.raises(ValueError, match="row limits"):
         CoalescedWrites(store=None, window_rows=0)
@@ -179,7 +230,7 @@ def run_pipeline(tmp_path: Path, store: AuditStore, writer: WriteBehind | None) 
     return Run(recording, pipeline.stats, at_actions)
 
 
-def test_pipeline_with_writer_stores_every_window_and_detection(tmp_path: Path, store: AuditStore):
+def test_writer_pipeline_stores_all_windows(tmp_path: Path, store: AuditStore):
     run = run_pipeline(tmp_path, store, WriteBehind(max_pending=2))
     stats = run.stats
 
@@ -190,7 +241,7 @@ def test_pipeline_with_writer_stores_every_window_and_detection(tmp_path: Path, 
     assert run.recording.count("windows") == stats.windows
 
 
-def test_pipeline_with_writer_inserts_windows_less_often(tmp_path: Path, store: AuditStore):
+def test_writer_pipeline_coalesces_window_inserts(tmp_path: Path, store: AuditStore):
     run = run_pipeline(tmp_path, store, WriteBehind(max_pending=2))
 
     # 30 batches close windows, all of them together fewer than the row limit.
@@ -199,11 +250,37 @@ def test_pipeline_with_writer_inserts_windows_less_often(tmp_path: Path, store: 
     assert run.recording.inserts("windows") <= len(run.detections_at_actions) + 1
 
 
-def test_pipeline_with_writer_stores_detections_before_action(tmp_path: Path, store: AuditStore):
+def test_writer_pipeline_stores_detections_before_actions(tmp_path: Path, store: AuditStore):
     run = run_pipeline(tmp_path, store, WriteBehind(max_pending=2))
 
     assert run.stats.actions > 0
     assert run.recording.detections_before_actions == run.detections_at_actions
+
+
+def test_pipeline_write_held_after_early_stop(tmp_path: Path, store: AuditStore):
+    writer = WriteBehind(max_pending=2)
+    settings = load_settings(None, data_dir=str(tmp_path / "data"))
+    pipeline = build_pipeline(settings, store=RecordingStore(store), log_format="nginx_combined", writer=writer)
+    results = [pipeline.process(batch) for batch in burst_batches(batches=12, lines_per_batch=400)]
+
+    # Stopped early, as replay does on an interrupt: no finish, no flush.
+    pipeline.write_held()
+    writer.close(flush=False)
+
+    assert sum(result.windows.size for result in results) > 0
+    assert stored_count(store, "windows") == sum(result.windows.size for result in results)
+    assert stored_count(store, "detections") == sum(len(result.detections) for result in results)
+
+
+def test_pipeline_write_held_after_writer_closed(tmp_path: Path, store: AuditStore):
+    writer = WriteBehind(max_pending=2)
+    settings = load_settings(None, data_dir=str(tmp_path / "data"))
+    pipeline = build_pipeline(settings, store=RecordingStore(store), log_format="nginx_combined", writer=writer)
+    writer.close()
+
+    pipeline.write_held()
+
+    assert not writer.running
 
 
 def test_pipeline_without_writer_writes_each_batch(tmp_path: Path, store: AuditStore):
@@ -211,3 +288,37 @@ def test_pipeline_without_writer_writes_each_batch(tmp_path: Path, store: AuditS
 
     assert stored_count(store, "windows") == run.stats.windows
     assert run.recording.inserts("windows") > len(run.detections_at_actions) + 1
+
+
+def test_replay_interrupted_stores_held_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(line + b"\n" for batch in burst_batches(batches=12, lines_per_batch=400) for line in batch.lines))
+    monkeypatch.setenv("TOKENSENTRY_BATCH_LINES", "400")
+    computed = {"windows": 0, "detections": 0}
+    process = Pipeline.process
+
+    def process_then_interrupt(self: Pipeline, batch: LineBatch):
+        result = process(self, batch)
+        computed["windows"] += result.windows.size
+        computed["detections"] += len(result.detections)
+        if batch.positions[0] > 8 * 400:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(Pipeline, "process", process_then_interrupt)
+    data_dir = tmp_path / "data"
+
+    code = main(["replay", str(log), "--data-dir", str(data_dir), "--json", "--no-progress"])
+
+    assert code == 130
+    stored = AuditStore.open(f"chdb://{(data_dir / 'store').resolve()}")
+    try:
+        assert computed["windows"] > 0
+        assert stored_count(stored, "windows_final") == computed["windows"]
+        assert stored_count(stored, "detections_final") == computed["detections"]
+        _, orphans = stored.query(
+            "SELECT count() FROM detections_final WHERE window_id NOT IN (SELECT window_id FROM windows_final)"
+        )
+        assert orphans[0][0] == 0
+    finally:
+        stored.close()
