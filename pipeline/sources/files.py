@@ -44,23 +44,49 @@ def check_readable(path: str) -> None:
 
 
 def read_batches(path: str, batch_lines: int = 20_000) -> Iterator[LineBatch]:
-    """Yield batches of at most ``batch_lines`` lines from a file, a gzip file or stdin (``-``)."""
+    """Yield batches of at most ``batch_lines`` lines from a file or stdin (``-``), either one plain or gzip."""
     check_readable(path)
     logger.info("reading %s", path)
     if path == STDIN:
-        yield from _split_batches(sys.stdin.buffer, path, batch_lines)
+        stdin = sys.stdin.buffer
+        head = stdin.read(len(GZIP_MAGIC))
+        yield from _split_maybe_gzip(_Prefixed(head, stdin), head == GZIP_MAGIC, path, batch_lines)
         return
     with open(path, "rb") as raw:
-        compressed = raw.read(2) == GZIP_MAGIC
+        compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
         raw.seek(0)
-        if not compressed:
-            yield from _split_batches(raw, path, batch_lines)
-            return
-        with gzip.GzipFile(fileobj=raw) as stream:
-            try:
-                yield from _split_batches(stream, path, batch_lines)
-            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                raise InputError(f"input file {path} is not a valid gzip file ({exc}); re-compress or decompress it") from None
+        yield from _split_maybe_gzip(raw, compressed, path, batch_lines)
+
+
+def _split_maybe_gzip(raw: BinaryIO, compressed: bool, source: str, batch_lines: int) -> Iterator[LineBatch]:
+    if not compressed:
+        yield from _split_batches(raw, source, batch_lines)
+        return
+    with gzip.GzipFile(fileobj=raw) as stream:
+        try:
+            yield from _split_batches(stream, source, batch_lines)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            name = "standard input" if source == STDIN else f"input file {source}"
+            raise InputError(f"{name} is not a valid gzip file ({exc}); re-compress or decompress it") from None
+
+
+class _Prefixed:
+    """A binary stream that returns ``head`` (bytes already read from ``rest``) before the rest of ``rest``."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._rest.read(size)
+        if size < 0:
+            data, self._head = self._head + self._rest.read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        if len(data) < size:
+            data += self._rest.read(size - len(data))
+        return data
 
 
 def stream_fingerprint(first_block: bytes) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,41 @@ def test_read_batches_missing_file_names_path(tmp_path):
     with pytest.raises(InputError) as raised:
         list(read_batches(str(tmp_path / "absent.log")))
     assert "absent.log" in str(raised.value)
+
+
+class FakeStdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BufferedReader(io.BytesIO(data))
+
+
+def read_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> tuple[list[bytes], int]:
+    monkeypatch.setattr(sys, "stdin", FakeStdin(data))
+    lines: list[bytes] = []
+    size = 0
+    for batch in read_batches("-", 2):
+        lines.extend(batch.lines)
+        size += batch.size_bytes
+    return lines, size
+
+
+def test_read_batches_reads_gzip_stdin(monkeypatch):
+    lines, size = read_stdin(monkeypatch, gzip.compress(b"a\nbb\nc\n"))
+    assert lines == [b"a", b"bb", b"c"]
+    assert size == 7
+
+
+def test_read_batches_reads_plain_stdin(monkeypatch):
+    lines, size = read_stdin(monkeypatch, b"\x1fa\nb")
+    assert lines == [b"\x1fa", b"b"]
+    assert size == 4
+
+
+def test_read_batches_reads_one_byte_stdin(monkeypatch):
+    lines, _ = read_stdin(monkeypatch, b"x")
+    assert lines == [b"x"]
+
+
+def test_read_batches_truncated_gzip_stdin_names_input(monkeypatch):
+    truncated = gzip.compress(b"".join(b"%d\n" % i for i in range(10_000)))[:200]
+    with pytest.raises(InputError, match="standard input is not a valid gzip file"):
+        read_stdin(monkeypatch, truncated)
