@@ -12,8 +12,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from pipeline import __version__
 from pipeline.errors import TokenSentryError
@@ -41,6 +44,36 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so ``finally`` blocks close stores and writers as on Ctrl-C.
+
+    A BaseException, like KeyboardInterrupt, so ``except Exception`` clauses do not catch it.
+    """
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while a command runs, then restore the previous handler.
+
+    Commands that install their own handlers (``run`` and ``enforce``, through
+    asyncio) replace this one while they run. Outside the main thread Python
+    cannot install handlers, so there nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,13 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         configure_logging(*resolve_log_options(args.log_level, args.log_format, getattr(args, "config", None)))
-        return int(args.func(args) or 0)
+        with _sigterm_raises():
+            return int(args.func(args) or 0)
     except TokenSentryError as exc:
         print(f"tokensentry {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"tokensentry {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"tokensentry {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:
         # The reader closed the pipe (`| head`): stop quietly, as other Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
