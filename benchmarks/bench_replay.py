@@ -13,8 +13,8 @@ in one run, three times each, measures:
 Prints medians, the ratio replay / bare, the replay's peak memory and the
 CPU seconds of the last replay by thread: the main thread (parse, identify,
 window, detect, decide), the writer thread (Arrow conversion and the
-inserts, which chDB runs on the calling thread), and chDB's own threads
-(background merges and its query pool).
+inserts, which chDB runs on the calling thread), and native threads
+(chDB's background merges and query pool).
 
 Usage: .venv/bin/python benchmarks/bench_replay.py [--lines N] [--tokens N] [--keep DIR]
 """
@@ -100,9 +100,11 @@ class ThreadCpu:
     """Samples the CPU seconds of every thread of this process from ``start`` on, keeping the last value of threads that exit.
 
     Python threads are grouped by their Python name (``MainThread``,
-    ``tokensentry-writer``), other threads by the name chDB gives them
-    (``MergeMutate`` for background merges, ``ThreadPool``). A thread that
-    ends between two samples loses at most one interval.
+    ``tokensentry-writer``) and all other threads as ``native``: chDB's
+    background merges and query pool, and any pool of pyarrow. chDB renames
+    its pool threads by task (``MergeMutate`` while merging parts), so their
+    names do not split merges from other work. A thread that ends between
+    two samples loses at most one interval.
     """
 
     def __init__(self, interval_s: float = 0.1) -> None:
@@ -125,7 +127,7 @@ class ThreadCpu:
         groups: Counter[str] = Counter()
         for tid, (name, seconds) in self.last.items():
             if name != "cpu-sampler":
-                groups[name.rstrip("0123456789")] += seconds - self._baseline.get(tid, 0.0)
+                groups[name] += seconds - self._baseline.get(tid, 0.0)
         return {group: round(seconds, 2) for group, seconds in groups.most_common() if seconds >= 0.005}
 
     def _run(self) -> None:
@@ -136,9 +138,9 @@ class ThreadCpu:
         python_names = {thread.native_id: thread.name for thread in threading.enumerate()}
         for entry in os.listdir("/proc/self/task"):
             stat = _read(f"/proc/self/task/{entry}/stat")
-            name = python_names.get(int(entry)) or _read(f"/proc/self/task/{entry}/comm")
-            if not stat or not name:
+            if not stat:
                 continue  # the thread ended
+            name = python_names.get(int(entry), "native")
             fields = stat.rsplit(")", 1)[1].split()
             self.last[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / self._tick)
 
