@@ -50,7 +50,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so ``finally`` blocks close stores and writers as on Ctrl-C.
 
-    A BaseException, like KeyboardInterrupt, so ``except Exception`` clauses do not catch it.
+    It derives from BaseException, as KeyboardInterrupt does, so ``except Exception`` clauses do not catch it.
     """
 
 
@@ -59,8 +59,8 @@ def _sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into ``Terminated`` while a command runs, then restore the previous handler.
 
     Commands that install their own handlers (``run`` and ``enforce``, through
-    asyncio) replace this one while they run. Outside the main thread Python
-    cannot install handlers, so there nothing changes.
+    asyncio) replace this one while they run. Python installs signal handlers
+    only in the main thread, so in other threads this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -254,9 +254,9 @@ class Pipeline:
     def write_held(self) -> None:
         """Queue the insert of held windows and detections without waiting or raising.
 
-        For a run that stops early (an interrupt or a failed write): what
-        the writer already queued and what is held still reach the store
-        when the writer closes. An earlier write failure is logged, not raised.
+        Replay calls it when a run stops early, on an interrupt or a failed
+        write. The writer then runs what it has queued, the held rows
+        included, before it closes. An earlier write failure is logged, not raised.
         """
         if self.writer is None or not self.writer.running:
             return

@@ -37,10 +37,12 @@ class _LazyLines(Sequence[str]):
     all fit it never makes one str per line.
     """
 
-    def __init__(self, blob: bytes, count: int, valid: bool) -> None:
+    def __init__(self, blob: bytes, count: int, valid: bool, text: str | None = None) -> None:
         self._blob = blob
         self._count = count
         self._valid = valid
+        self._text = text
+        """The decoded blob, when decoding it was already needed to check that it is UTF-8."""
         self._lines: list[str] | None = None
 
     def __len__(self) -> int:
@@ -54,8 +56,11 @@ class _LazyLines(Sequence[str]):
 
     def lines(self) -> list[str]:
         if self._lines is None:
-            text = self._blob.decode() if self._valid else self._blob.decode("utf-8", "backslashreplace")
+            text = self._text
+            if text is None:
+                text = self._blob.decode() if self._valid else self._blob.decode("utf-8", "backslashreplace")
             self._lines = text.split("\n")
+            self._text = None
             self._lines.pop()
         return self._lines
 
@@ -85,11 +90,12 @@ def _decode_block(lines: list[bytes]) -> _DecodedChunk | None:
     # The line parser strips a CR before the newline, which the chunk parsers would keep.
     if blob.count(b"\n") != len(lines) or (b"\r" in blob and b"\r\n" in blob):
         return None
+    text = None
     if blob.isascii():
         valid = True
     else:
         try:
-            blob.decode()
+            text = blob.decode()
         except UnicodeDecodeError:
             valid = False
         else:
@@ -97,7 +103,7 @@ def _decode_block(lines: list[bytes]) -> _DecodedChunk | None:
     # A one-byte search runs on memchr, many times faster than the two-byte one. Invalid bytes
     # decode to \xNN, a backslash never followed by a quote, so searching the bytes finds the same.
     escaped = b"\\" in blob and b'\\"' in blob
-    return _DecodedChunk(_LazyLines(blob, len(lines), valid), escaped, blob if valid else None)
+    return _DecodedChunk(_LazyLines(blob, len(lines), valid, text), escaped, blob if valid else None)
 
 
 def _merge_in_line_order(

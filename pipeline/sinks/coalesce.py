@@ -26,7 +26,8 @@ from schemas.detections import Detection
 logger = logging.getLogger(__name__)
 
 # Rows that trigger an insert. 50,000 window rows are about 12 MiB of numpy
-# columns, enough rows that the fixed cost per part is small beside them.
+# columns. The limits are estimates that make the fixed cost per part small
+# next to the rows written, not measured optima.
 WINDOW_ROWS = 50_000
 DETECTION_ROWS = 5_000
 

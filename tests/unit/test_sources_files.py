@@ -13,7 +13,7 @@ from pipeline.errors import InputError
 from pipeline.sources.files import read_batches
 
 
-def read_all(path: Path, batch_lines: int = 2) -> tuple[list[bytes], list[int], int]:
+def read_all(path: Path | str, batch_lines: int = 2) -> tuple[list[bytes], list[int], int]:
     lines: list[bytes] = []
     positions: list[int] = []
     size = 0
@@ -68,34 +68,30 @@ class FakeStdin:
         self.buffer = io.BufferedReader(io.BytesIO(data))
 
 
-def read_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> tuple[list[bytes], int]:
+def read_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> tuple[list[bytes], list[int], int]:
     monkeypatch.setattr(sys, "stdin", FakeStdin(data))
-    lines: list[bytes] = []
-    size = 0
-    for batch in read_batches("-", 2):
-        lines.extend(batch.lines)
-        size += batch.size_bytes
-    return lines, size
+    return read_all("-")
 
 
 def test_read_batches_reads_gzip_stdin(monkeypatch):
-    lines, size = read_stdin(monkeypatch, gzip.compress(b"a\nbb\nc\n"))
+    lines, positions, size = read_stdin(monkeypatch, gzip.compress(b"a\nbb\nc\n"))
     assert lines == [b"a", b"bb", b"c"]
+    assert positions == [1, 2, 3]
     assert size == 7
 
 
 def test_read_batches_reads_plain_stdin(monkeypatch):
-    lines, size = read_stdin(monkeypatch, b"\x1fa\nb")
+    lines, _, size = read_stdin(monkeypatch, b"\x1fa\nb")
     assert lines == [b"\x1fa", b"b"]
     assert size == 4
 
 
 def test_read_batches_reads_one_byte_stdin(monkeypatch):
-    lines, _ = read_stdin(monkeypatch, b"x")
+    lines, _, _ = read_stdin(monkeypatch, b"x")
     assert lines == [b"x"]
 
 
-def test_read_batches_truncated_gzip_stdin_names_input(monkeypatch):
+def test_truncated_gzip_stdin_names_input(monkeypatch):
     truncated = gzip.compress(b"".join(b"%d\n" % i for i in range(10_000)))[:200]
     with pytest.raises(InputError, match="standard input is not a valid gzip file"):
         read_stdin(monkeypatch, truncated)
